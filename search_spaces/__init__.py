@@ -1,0 +1,51 @@
+"""Studies: one module each, an Optuna define-by-run function plus its fixed settings, registered by name.
+
+Roles follow the tuning playbook: the strategy is the *scientific* parameter; ``lr`` and ``temperature`` are
+*nuisance* parameters tuned under every strategy so the comparison is fair; the strategy's hardness knobs are
+conditional on it; everything the function returns is *fixed*. A study only suggests and returns constants: no
+computation belongs in it (Ray warns past 1 s, and it is re-run for every trial).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search_spaces import digits, stl10_hcl
+from search_spaces._study import Study, describe_space
+
+SPACES: Mapping[str, Study] = {s.name: s for s in (digits.STUDY, stl10_hcl.STUDY)}
+
+__all__ = ["SPACES", "Study", "describe_space", "load_study"]
+
+
+def load_study(spec: str) -> Study:
+    """A registered study by name, or ``path/to/file.py:function`` for a user's own define-by-run function."""
+    if spec in SPACES:
+        return SPACES[spec]
+    if ":" not in spec:
+        raise ValueError(f"unknown search space {spec!r}; choose one of: {', '.join(SPACES)} "
+                         "(or give your own as path/to/file.py:function)")
+    path_str, _, func_name = spec.rpartition(":")
+    path = Path(path_str).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"search space file {path_str!r} not found; give an existing path/to/file.py:function")
+    # Registered under a stable module name so that pickled references to the function resolve on resume.
+    module_name = f"user_space_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # a user's file: report the error in one line, not a traceback
+        raise ValueError(f"could not import {path}: {type(exc).__name__}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ValueError(f"{path} has no function {func_name!r}; give path/to/file.py:function")
+    return Study(name=f"{path.stem}.{func_name}", description=f"user space {spec}", space=func)

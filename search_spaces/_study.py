@@ -1,0 +1,55 @@
+"""The Study record and the helpers every study module shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from trainables.config import METRIC, MODE
+
+SpaceFn = Callable[[optuna.Trial], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named study: its define-by-run space and how the sweep should run it."""
+
+    name: str
+    description: str
+    space: SpaceFn
+    metric: str = METRIC
+    mode: str = MODE
+    num_samples: int = 20  # default trial budget of `sweep run`
+    scheduler: str = "asha"  # "asha" (early stopping on the epoch) or "fifo" (every trial to full budget)
+    grid: Mapping[str, tuple[Any, ...]] | None = field(default=None)  # exhaustive grid instead of TPE
+
+
+def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The strategy choices and the fixed settings of a define-by-run function, read by running it once."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    fixed = space(trial) or {}
+    if not isinstance(fixed, dict):
+        raise ValueError(f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}")
+    dist = trial.distributions.get("strategy")
+    if not isinstance(dist, optuna.distributions.CategoricalDistribution):
+        raise ValueError("a search space must suggest `strategy` with trial.suggest_categorical")
+    return tuple(dist.choices), dict(fixed)
+
+
+def suggest_knobs(trial: optuna.Trial, strategy: str, swept: Mapping[str, tuple[str, ...]],
+                  ranges: Mapping[str, tuple]) -> None:
+    """Suggest the hardness knobs that this study sweeps under ``strategy``, each with one range in every branch."""
+    for knob in swept.get(strategy, ()):
+        kind, *args = ranges[knob]
+        if kind == "float":
+            trial.suggest_float(knob, *args)
+        elif kind == "log":
+            trial.suggest_float(knob, *args, log=True)
+        elif kind == "int":
+            trial.suggest_int(knob, *args)
+        else:
+            trial.suggest_categorical(knob, args[0])

@@ -1,0 +1,45 @@
+"""One line per trial event while a sweep runs, instead of Tune's wide status tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from sweep.ranking import describe_config
+
+
+class Progress(Callback):
+    def __init__(self, num_samples: int, max_epochs: int, metric: str, out: Any = sys.stdout) -> None:
+        self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
+        self.started = self.ended = 0
+        self.best: float | None = None
+        self.t0 = time.perf_counter()
+
+    def _print(self, msg: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", file=self.out, flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started += 1
+        self._print(f"start {self.started:>3}/{self.num_samples} {trial.trial_id} "
+                    f"{trial.config.get('strategy')} {describe_config(trial.config)}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        r = trial.last_result or {}
+        epoch, score = r.get("epoch", 0), r.get(self.metric)
+        how = "finished" if epoch >= self.max_epochs else "stopped early"
+        if r.get("stop_reason"):
+            how = f"ended: {r['stop_reason']}"
+        if isinstance(score, (int, float)):
+            self.best = score if self.best is None else max(self.best, score)
+        shown = f"{score:.4f}" if isinstance(score, (int, float)) else "n/a"
+        self._print(f"done  {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
+                    f"{how} at epoch {epoch}/{self.max_epochs}, {self.metric} {shown}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        self._print(f"error {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
+                    f"failed after retries (see {trial.path})")

@@ -1,0 +1,104 @@
+"""The ranking a sweep ends with: the best validation score per strategy, its configuration, the epochs it reached.
+
+Pure functions over plain trial records, so a running, finished or interrupted sweep ranks the same way. A trial's
+score is its *last* reported value (the score at the budget it reached), never the best epoch peeked on the
+validation split; trials that reached the full budget rank ahead of any that did not, so strategies are compared at
+equal budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HIDDEN_CONFIG_KEYS = {"strategy", "epochs", "dataset", "data_root", "limit", "device", "num_threads", "seed",
+                      "batch_size", "encoder", "width", "proj_hidden_dim", "proj_dim", "probe_epochs", "knn_k",
+                      "image_size", "task", "weight_decay"}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    config: dict[str, Any]
+    history: list[dict[str, Any]]  # one dict per reported epoch, in order
+    status: str = ""  # Tune's status: TERMINATED, ERROR, RUNNING, PENDING
+    error: str = ""
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+    @property
+    def epochs(self) -> int:
+        return int(self.last.get("epoch", 0))
+
+
+@dataclass(frozen=True)
+class Row:
+    strategy: str
+    score: float
+    epochs: int
+    full_budget: bool
+    trials: int
+    early_stopped: int
+    failed: int
+    best: TrialRecord | None = field(default=None, compare=False)
+
+
+def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int) -> list[Row]:
+    """One row per strategy, best first: full-budget trials ahead, then by the score in ``mode``."""
+    sign = 1.0 if mode == "max" else -1.0
+    by_strategy: dict[str, list[TrialRecord]] = {}
+    for rec in records:
+        by_strategy.setdefault(str(rec.config.get("strategy", "?")), []).append(rec)
+    rows = []
+    for strategy, recs in by_strategy.items():
+        scored = [r for r in recs if _finite(r.last.get(metric))]
+        best = max(scored, key=lambda r: (r.epochs >= max_epochs, sign * r.last[metric]), default=None)
+        rows.append(Row(
+            strategy=strategy,
+            score=best.last[metric] if best else math.nan,
+            epochs=best.epochs if best else 0,
+            full_budget=bool(best and best.epochs >= max_epochs),
+            trials=len(recs),
+            early_stopped=sum(1 for r in recs if r.status != "ERROR" and r.history and r.epochs < max_epochs),
+            failed=sum(1 for r in recs if r.status == "ERROR"),
+            best=best,
+        ))
+    return sorted(rows, key=lambda r: (r.best is not None, r.full_budget, sign * _or(r.score)), reverse=True)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _or(x: float) -> float:
+    return x if _finite(x) else -math.inf
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """The tuned part of a configuration, short: lr, temperature and the strategy's knobs."""
+    parts = []
+    for key, value in config.items():
+        if key in HIDDEN_CONFIG_KEYS:
+            continue
+        parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
+    """A Markdown table (readable as plain text too)."""
+    lines = [f"| rank | strategy | {metric} | epochs | trials (stopped early, failed) | best configuration |",
+             "|---:|---|---:|---:|---|---|"]
+    for i, row in enumerate(rows, 1):
+        score = f"{row.score:.4f}" if _finite(row.score) else "n/a"
+        note = "" if row.full_budget else " (not at full budget)"
+        stop = row.best.last.get("stop_reason") if row.best else ""
+        if stop:
+            note += f" ({stop})"
+        config = describe_config(row.best.config) if row.best else ""
+        lines.append(f"| {i} | {row.strategy} | {score}{note} | {row.epochs}/{max_epochs} | "
+                     f"{row.trials} ({row.early_stopped}, {row.failed}) | {config} |")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Where a sweep lives: a local directory (default ./sweeps) or any URI pyarrow's filesystems take (s3://, gs://).
+
+Everything the sweep writes itself goes through :func:`write_atomic`: a temporary file, then a rename, so a kill
+never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+DEFAULT_STORAGE = "./sweeps"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_storage(storage: str) -> str:
+    """An absolute local path (Ray needs one) or the URI unchanged."""
+    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/parts...`` for a path or a URI, keeping a URI's query string (endpoint, region) at the end."""
+    if not is_uri(base):
+        return str(Path(base).joinpath(*parts))
+    head, _, query = base.partition("?")
+    return "/".join([head.rstrip("/"), *parts]) + (f"?{query}" if query else "")
+
+
+def write_atomic(path: str, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` (local path or URI) so that readers see the old file or the new one, never half."""
+    payload = data.encode() if isinstance(data, str) else data
+    if not is_uri(path):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    fs, base = pafs.FileSystem.from_uri(path)
+    # Object stores make a completed upload visible atomically; a local-style rename is not available there.
+    with fs.open_output_stream(base) as f:
+        f.write(payload)
+
+
+def read_text(path: str) -> str | None:
+    if not is_uri(path):
+        p = Path(path)
+        return p.read_text() if p.is_file() else None
+    fs, base = pafs.FileSystem.from_uri(path)
+    if fs.get_file_info(base).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(base) as f:
+        return f.read().decode()

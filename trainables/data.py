@@ -1,0 +1,387 @@
+"""Image data for the contrastive image task, as whole uint8 tensors.
+
+Every loader returns the same :class:`ImageData`: four splits held in memory as ``uint8`` tensors of shape
+``(n, C, H, W)`` plus ``int64`` labels. Keeping the images as one tensor (not a Dataset of PIL images) lets
+the train loop index batches and augment them on the device in one vectorised call (see
+``trainables.augment``), which is what makes small CPU trials fast.
+
+The splits have fixed roles so that a sweep can never rank on the test set:
+
+- ``pretrain``: what the contrastive objective sees (labels may be -1 = unlabelled);
+- ``train``: labelled images for the downstream probe (kNN bank / linear classifier);
+- ``val``: the split the sweep ranks on, held out from the official training data;
+- ``test``: the official test split, used for finalists only.
+
+Nothing is downloaded: a missing dataset raises :class:`DatasetNotFoundError` with a one-line fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
+
+# HCL (and DCL) normalise every dataset with these CIFAR-10 statistics (image/utils.py); we keep them for the
+# torchvision datasets so that numbers stay comparable with the papers.
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
+
+TEST_FRACTION = (
+    0.15  # digits / imagefolder have no official test split: 70/15/15 with the default val_fraction
+)
+_FALLBACK = "or use --dataset digits"
+_NO_DOWNLOAD = "download it yourself; nothing is downloaded at run time"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``x`` uint8 ``(n, C, H, W)``, ``y`` int64 ``(n,)`` with -1 for unlabelled items."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.ndim != 4:
+            raise ValueError(
+                f"Split.x must be a uint8 (n, C, H, W) tensor, got {self.x.dtype} {tuple(self.x.shape)}"
+            )
+        if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
+            raise ValueError(
+                f"Split.y must be int64 of shape ({self.x.shape[0]},), got {self.y.dtype} "
+                f"{tuple(self.y.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A dataset split by role; ``mean``/``std`` are per-channel normalisation stats in [0, 1] units."""
+
+    name: str
+    pretrain: Split
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.x.shape[-1])
+
+
+class DatasetNotFoundError(ValueError):
+    """A dataset's files are not where the user said; the message is one line naming the fix."""
+
+
+def load_image_data(
+    name: str,
+    root: str | None = None,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    image_size: int | None = None,
+    limit: int | None = None,
+) -> ImageData:
+    """Load dataset ``name`` and split it by role, deterministically in ``seed``.
+
+    Args:
+        name: one of :data:`DATASETS`. ``digits`` is embedded (scikit-learn) and ignores ``root``.
+        root: folder holding the dataset (the torchvision layout, or class sub-folders for ``imagefolder``).
+        seed: seeds the stratified validation (and, for digits / imagefolder, test) hold-out.
+        val_fraction: share of the official training data held out as ``val``.
+        image_size: resize every split to this square size (default: native; 64 for ``imagefolder``).
+        limit: keep at most this many items per split (smoke tests), class proportions kept.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size}")
+    if name == "digits":
+        data = _load_digits(seed, val_fraction, limit)
+    elif name in ("cifar10", "cifar100"):
+        data = _load_cifar(name, _require_root(name, root), seed, val_fraction, limit)
+    elif name == "stl10":
+        data = _load_stl10(_require_root(name, root), seed, val_fraction, limit)
+    else:
+        return _load_imagefolder(_require_root(name, root), seed, val_fraction, image_size or 64, limit)
+    if image_size is not None and image_size != data.image_size:
+        data = _resize_data(data, image_size)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------- loaders
+
+
+def _load_digits(seed: int, val_fraction: float, limit: int | None) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)  # (n, 1, 8, 8)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+    train, val, test = (_take(x, y, idx, limit) for idx in (train_idx, val_idx, test_idx))
+    mean, std = _channel_stats(train.x)
+    return ImageData("digits", train, train, val, test, 10, mean, std)
+
+
+def _load_cifar(name: str, root: str, seed: int, val_fraction: float, limit: int | None) -> ImageData:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    try:
+        official_train = cls(root, train=True, download=False)
+        official_test = cls(root, train=False, download=False)
+    except RuntimeError as err:
+        raise _not_found(name, root, cls.base_folder, _cifar_files(cls)) from err
+    x_train, y_train = _hwc_to_tensor(official_train.data), _labels(official_train.targets)
+    keep, held = _holdout(y_train.numpy(), val_fraction, seed)
+    train, val = _take(x_train, y_train, keep, limit), _take(x_train, y_train, held, limit)
+    x_test, y_test = _hwc_to_tensor(official_test.data), _labels(official_test.targets)
+    test = _take(x_test, y_test, np.arange(len(y_test)), limit)
+    return ImageData(name, train, train, val, test, len(official_train.classes), CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _load_stl10(root: str, seed: int, val_fraction: float, limit: int | None) -> ImageData:
+    from torchvision.datasets import STL10
+
+    files = [f for f, _ in STL10.train_list + STL10.test_list]
+    try:
+        labelled = STL10(root, split="train", download=False)
+        unlabelled = STL10(root, split="unlabeled", download=False)
+        official_test = STL10(root, split="test", download=False)
+    except RuntimeError as err:
+        raise _not_found("stl10", root, STL10.base_folder, files) from err
+    x_lab, y_lab = torch.from_numpy(labelled.data), _labels(labelled.labels)
+    keep, held = _holdout(y_lab.numpy(), val_fraction, seed)
+    train, val = _take(x_lab, y_lab, keep, limit), _take(x_lab, y_lab, held, limit)
+    # HCL pre-trains on 'train+unlabeled'. We leave the val hold-out out of it, so that the split the sweep
+    # ranks on is never seen in training (0.5% of the 105k images; labels of the labelled part are kept).
+    x_unl = torch.from_numpy(unlabelled.data)
+    y_unl = torch.full((x_unl.shape[0],), -1, dtype=torch.int64)
+    pre_x, pre_y = (
+        torch.cat([x_lab[torch.from_numpy(keep)], x_unl]),
+        torch.cat([y_lab[torch.from_numpy(keep)], y_unl]),
+    )
+    pretrain = _take(pre_x, pre_y, np.arange(len(pre_y)), limit)
+    test = _take(
+        torch.from_numpy(official_test.data),
+        _labels(official_test.labels),
+        np.arange(len(official_test.labels)),
+        limit,
+    )
+    return ImageData("stl10", pretrain, train, val, test, 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limit: int | None) -> ImageData:
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(root)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DatasetNotFoundError(
+            f"imagefolder has no usable images under {root}: expected one sub-folder of images per class "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}), {_FALLBACK}"
+        ) from err
+    y = _labels(folder.targets)
+    train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+    # Split on the labels first and decode only the images that are kept: `limit` then costs what it keeps.
+    splits = []
+    for idx in (train_idx, val_idx, test_idx):
+        idx = idx[_stratified_head(y.numpy()[idx], limit)]
+        x = (
+            torch.stack([_load_image(folder.samples[i][0], size) for i in idx])
+            if len(idx)
+            else torch.empty((0, 3, size, size), dtype=torch.uint8)
+        )
+        splits.append(Split(x, y[torch.from_numpy(idx)]))
+    train, val, test = splits
+    mean, std = _channel_stats(train.x)
+    return ImageData("imagefolder", train, train, val, test, len(folder.classes), mean, std)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _require_root(name: str, root: str | None) -> str:
+    expected = _EXPECTED[name]
+    if root is None:
+        what = (
+            "a folder with one sub-folder of images per class"
+            if name == "imagefolder"
+            else f"the folder that holds {expected} ({_NO_DOWNLOAD})"
+        )
+        raise DatasetNotFoundError(f"{name} needs a data root: pass {what}, {_FALLBACK}")
+    root = os.path.expanduser(str(root))
+    if not os.path.isdir(root):
+        raise _missing_root(name, root, expected)
+    return root
+
+
+_EXPECTED = {
+    "cifar10": "cifar-10-batches-py/",
+    "cifar100": "cifar-100-python/",
+    "stl10": "stl10_binary/",
+    "imagefolder": "one sub-folder of images per class",
+}
+
+
+def _missing_root(name: str, root: str, expected: str) -> DatasetNotFoundError:
+    hint = "" if name == "imagefolder" else f"; {_NO_DOWNLOAD}"
+    return DatasetNotFoundError(
+        f"{name} not found under {root}: the folder does not exist (expected {expected} in it{hint}), "
+        f"{_FALLBACK}"
+    )
+
+
+def _cifar_files(cls: type) -> list[str]:
+    return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _not_found(name: str, root: str, folder: str, files: Sequence[str]) -> DatasetNotFoundError:
+    """Name the first missing file, or say that the files are there but fail torchvision's md5 check."""
+    missing = [f for f in files if not os.path.isfile(os.path.join(root, folder, f))]
+    if not os.path.isdir(os.path.join(root, folder)):
+        what = f"expected {folder}/ there"
+    elif missing:
+        what = f"expected {folder}/ with {', '.join(files)} (missing: {', '.join(missing)})"
+    else:
+        what = f"{folder}/ is there but fails torchvision's md5 check (corrupt or partial copy)"
+    return DatasetNotFoundError(f"{name} not found under {root}: {what} ({_NO_DOWNLOAD}), {_FALLBACK}")
+
+
+def _labels(values: Sequence[int] | np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.int64))
+
+
+def _hwc_to_tensor(data: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 array -> contiguous (N, C, H, W) tensor, in one copy."""
+    return torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
+
+
+def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (keep, held) indices in shuffled order; falls back to unstratified on tiny classes."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    try:
+        keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError:  # a class with a single member, or fewer held-out slots than classes
+        keep, held = train_test_split(idx, test_size=fraction, random_state=seed)
+    return np.asarray(keep), np.asarray(held)
+
+
+def _three_way_split(
+    y: np.ndarray, seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if val_fraction + TEST_FRACTION >= 1.0:
+        raise ValueError(
+            f"val_fraction must be < {1 - TEST_FRACTION} here (a {TEST_FRACTION} test split is "
+            f"held out too), got {val_fraction}"
+        )
+    rest, test = _holdout(y, TEST_FRACTION, seed)
+    keep, held = _holdout(y[rest], val_fraction / (1.0 - TEST_FRACTION), seed)
+    return rest[keep], rest[held], test
+
+
+def _stratified_head(y: np.ndarray, limit: int | None) -> np.ndarray:
+    """Positions of ``limit`` items of ``y`` chosen so that class proportions are kept.
+
+    Each item gets the key (rank within its class + 1/2) / class size; taking the smallest keys interleaves
+    the classes in proportion. The kept positions are returned in their original (already shuffled) order.
+    """
+    n = len(y)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    rank = np.empty(n, dtype=np.int64)
+    for c in range(len(counts)):
+        members = np.flatnonzero(inverse == c)
+        rank[members] = np.arange(len(members))
+    key = (rank + 0.5) / counts[inverse]
+    return np.sort(np.argsort(key, kind="stable")[:limit])
+
+
+def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, limit: int | None) -> Split:
+    idx = torch.from_numpy(np.asarray(idx, dtype=np.int64)[_stratified_head(y.numpy()[idx], limit)])
+    return Split(x[idx], y[idx])
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of a uint8 batch in [0, 1] units (float64 sums: exact enough for any size)."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-6).tolist())
+
+
+def _resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Antialiased bilinear resize of a uint8 batch to ``size``², in chunks to bound float memory."""
+    if x.shape[0] == 0:
+        return x.new_empty((0, x.shape[1], size, size))
+    out = [
+        F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for part in x.split(chunk)
+    ]
+    return torch.cat(out)
+
+
+def _resize_data(data: ImageData, size: int) -> ImageData:
+    cache: dict[int, Split] = {}
+
+    def resize(split: Split) -> Split:  # pretrain is train for most datasets: resize it once
+        if id(split) not in cache:
+            cache[id(split)] = Split(_resize_uint8(split.x, size), split.y)
+        return cache[id(split)]
+
+    return ImageData(
+        data.name,
+        resize(data.pretrain),
+        resize(data.train),
+        resize(data.val),
+        resize(data.test),
+        data.num_classes,
+        data.mean,
+        data.std,
+    )
+
+
+def _load_image(path: str, size: int) -> torch.Tensor:
+    """Decode an image as RGB, resize its shorter side to ``size`` and centre-crop a square (aspect kept)."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as img:
+        x = TF.pil_to_tensor(img.convert("RGB"))
+    x = TF.resize(x, size, antialias=True)
+    return TF.center_crop(x, [size, size]).contiguous()
+
+
+def check_dataset(name: str, root: str | None) -> None:
+    """Fail fast, before a sweep starts, when a dataset's folder is not where the user said (no data is read)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if name == "digits":
+        return
+    root = _require_root(name, root)
+    if name != "imagefolder" and not os.path.isdir(os.path.join(root, _EXPECTED[name].rstrip("/"))):
+        raise DatasetNotFoundError(f"{name} not found under {root}: expected {_EXPECTED[name]} there "
+                                   f"({_NO_DOWNLOAD}), {_FALLBACK}")

@@ -1,0 +1,176 @@
+"""Named sampling strategies as presets of four independent parts.
+
+Every method this project sweeps is a choice of
+
+- a *positive constructor* (data): which item supplies the second view of anchor i;
+- a *batch sampler* (data): which items share a batch, hence which negatives exist;
+- a *negative weighting* (loss): how the in-batch negatives enter the softmax;
+- a *loss family*: ``softmax`` (NT-Xent / InfoNCE) for the image task.
+
+A strategy fixes the parts and gives default values to their knobs; the knobs stay free, so a search space can
+sweep ``tau_plus`` or ``sp_ratio`` under any strategy that has them. The registry key, the config value and the CLI
+choice are the same string everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One strategy knob: its part, its type and the values it may take."""
+
+    part: str  # "positive" | "sampler" | "weighting"
+    doc: str
+    low: float | None = None  # numeric range, inclusive unless the *_open flag says otherwise
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    integer: bool = False
+
+    def check(self, name: str, value: Any) -> Any:
+        """Return ``value`` coerced to the knob's type, or raise ValueError naming the knob and the rule."""
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(self.choices)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"`{name}` is {value!r} but must be a number")
+        if self.integer:
+            if int(value) != value:
+                raise ValueError(f"`{name}` is {value!r} but must be an integer")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value:  # NaN
+            raise ValueError(f"`{name}` is NaN but must be a number")
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise ValueError(f"`{name}` is {value} but must be {'>' if self.low_open else '>='} {self.low}")
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            raise ValueError(f"`{name}` is {value} but must be {'<' if self.high_open else '<='} {self.high}")
+        return value
+
+
+# Every knob of every part, with its one spelling. Ranges are what the formulas allow, not what is sensible.
+KNOBS: Mapping[str, Knob] = MappingProxyType(
+    {
+        "tau_plus": Knob("weighting", "class-prior estimate of DCL/HCL (probability that a negative is a false one)",
+                         low=0.0, high=1.0, high_open=True),
+        "beta": Knob("weighting", "HCL concentration: negatives weighted by exp(beta * s / t)", low=0.0),
+        "variant": Knob("weighting", "semi-hard rule: `band` keeps s_p - margin < s_n < s_p (FaceNet); `nearest` "
+                        "keeps the one negative whose similarity is closest to the positive's (Xie et al.)",
+                        choices=("band", "nearest")),
+        "margin": Knob("weighting", "width of the semi-hard band, in cosine units", low=0.0, high=2.0, low_open=True),
+        "sp_ratio": Knob("positive", "probability that the positive is another item with the same label",
+                         low=0.0, high=1.0),
+        "label_source": Knob("positive", "labels that define `same label`: `true`, `noisy` (corrupted to "
+                             "label_accuracy) or `pseudo` (k-means of the current embeddings)",
+                             choices=("true", "noisy", "pseudo")),
+        "label_accuracy": Knob("positive", "fraction of items whose noisy label is right (label_source=noisy)",
+                               low=0.0, high=1.0, low_open=True),
+        "n_clusters": Knob("positive", "number of k-means clusters for pseudo-labels (label_source=pseudo)",
+                           low=2, integer=True),
+        "class_order": Knob("sampler", "order of the single-class batches: `fixed` (Wang et al.) or `shuffled`",
+                            choices=("fixed", "shuffled")),
+    }
+)
+
+# Which knobs each member of each part reads. A strategy's knobs are the union over its parts.
+POSITIVE_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"same_instance": (), "soft_class": ("sp_ratio", "label_source", "label_accuracy", "n_clusters")}
+)
+SAMPLER_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"random": (), "one_per_class": (), "single_class": ("class_order",)}
+)
+WEIGHTING_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"all": (), "debiased": ("tau_plus",), "importance": ("tau_plus", "beta"), "semi_hard": ("variant", "margin")}
+)
+FAMILIES = ("softmax",)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A preset: one member of each part plus default values for the parts' knobs."""
+
+    name: str
+    positive: str
+    sampler: str
+    weighting: str
+    family: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        return POSITIVE_KNOBS[self.positive] + SAMPLER_KNOBS[self.sampler] + WEIGHTING_KNOBS[self.weighting]
+
+    @property
+    def loss_knobs(self) -> tuple[str, ...]:
+        return WEIGHTING_KNOBS[self.weighting]
+
+    def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults merged with ``overrides``, each value checked; an unknown knob raises ValueError."""
+        for key in overrides:
+            if key not in self.knobs:
+                allowed = ", ".join(self.knobs) or "none"
+                raise ValueError(f"`{key}` is not a knob of strategy '{self.name}' (its knobs: {allowed})")
+        merged = {**self.defaults, **overrides}
+        return {key: KNOBS[key].check(key, merged[key]) for key in self.knobs}
+
+
+def _preset(name: str, positive: str, sampler: str, weighting: str, doc: str, **defaults: Any) -> Strategy:
+    strategy = Strategy(name, positive, sampler, weighting, "softmax", MappingProxyType(defaults), doc)
+    missing = set(strategy.knobs) - set(defaults)
+    if missing:  # a preset must give every knob a default, so that a bare strategy name is a complete config
+        raise TypeError(f"preset {name!r} lacks defaults for {sorted(missing)}")
+    return strategy
+
+
+_SOFT = {"label_accuracy": 1.0, "n_clusters": 10}
+
+# The image (two-view) strategies. One line each; the table in the README is generated from `doc`.
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _preset("infonce", "same_instance", "random", "all", "SimCLR NT-Xent: every other view is a negative"),
+            _preset("debiased", "same_instance", "random", "debiased",
+                    "DCL (Chuang et al. 2020): subtract tau_plus of the positive mass, clamp at N e^(-1/t)",
+                    tau_plus=0.1),
+            _preset("hard", "same_instance", "random", "importance",
+                    "HCL (Robinson et al. 2021): DCL with negatives tilted by exp(beta s/t), weights not detached",
+                    tau_plus=0.1, beta=1.0),
+            _preset("semi_hard", "same_instance", "random", "semi_hard",
+                    "only negatives just below the positive (band) or nearest to it", variant="band", margin=0.2),
+            _preset("easy_negative", "same_instance", "one_per_class", "all",
+                    "Wang et al.: batches of one item per class, so no same-class negative"),
+            _preset("hard_negative", "same_instance", "single_class", "all",
+                    "Wang et al.: every batch from a single class, so every negative is same-class",
+                    class_order="fixed"),
+            _preset("soft_positive", "soft_class", "random", "all",
+                    "Wang et al.: positive is another item of the same label with probability sp_ratio",
+                    sp_ratio=1.0, label_source="true", **_SOFT),
+            _preset("sp50", "soft_class", "random", "all", "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
+                    sp_ratio=0.5, label_source="true", **_SOFT),
+            _preset("sp70", "soft_class", "random", "all",
+                    "soft_positive on labels corrupted to 70.7% accuracy (Wang et al.'s SP70)",
+                    sp_ratio=1.0, label_source="noisy", **{**_SOFT, "label_accuracy": 0.707}),
+            _preset("pl_sp", "soft_class", "random", "all",
+                    "soft_positive on k-means pseudo-labels of the current embeddings (Wang et al.'s PL-SP)",
+                    sp_ratio=1.0, label_source="pseudo", **_SOFT),
+        )
+    }
+)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy, or ValueError listing the valid names."""
+    try:
+        return STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None

@@ -1,0 +1,252 @@
+"""What one trial does: train an encoder under one strategy, score it on the validation split every epoch.
+
+This module never imports Ray. The sweep's trainable (:mod:`trainables.tune_entry`) and ``sweep train`` both call
+:func:`run_trial` and differ only in what they do with each epoch's metrics and state.
+
+Determinism: every epoch draws its batches, partners and augmentations from generators seeded by (seed, epoch), so a
+trial resumed from the checkpoint of epoch k continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.augment import make_augment, make_eval_transform
+from trainables.config import TrialConfig
+from trainables.data import ImageData, load_image_data
+from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+from trainables.losses import two_view_loss
+from trainables.models import ContrastiveModel
+from trainables.sampling import POSITIVES, SAMPLERS, LabelIndex, positive_purity, resolve_partner_labels
+
+# Embeddings whose per-dimension spread falls below this fraction of a uniform spread on the sphere have collapsed.
+COLLAPSE_STD = 0.02
+
+# Called once per epoch with the metrics and the full trial state; it persists the state and publishes the metrics.
+Reporter = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass
+class _Trial:
+    cfg: TrialConfig
+    data: ImageData
+    model: ContrastiveModel
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    eval_transform: Callable[[torch.Tensor], torch.Tensor]
+    noisy_labels: np.ndarray | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`device` is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _build(cfg: TrialConfig) -> _Trial:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
+    channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
+    model = ContrastiveModel.build(cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim,
+                                   out_dim=cfg.proj_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    noisy = None
+    knobs = cfg.part_knobs("positive")
+    if knobs.get("label_source") == "noisy":  # corrupted once per trial, as Wang et al.'s SP70 file
+        noisy = resolve_partner_labels("noisy", data.pretrain.y.numpy(), label_accuracy=knobs["label_accuracy"],
+                                       n_clusters=knobs["n_clusters"], rng=np.random.default_rng([cfg.seed, 7]),
+                                       num_classes=data.num_classes)
+    return _Trial(cfg, data, model, optimizer, device, make_augment(size, channels, data.mean, data.std),
+                  make_eval_transform(data.mean, data.std), noisy)
+
+
+def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
+    knobs = t.cfg.part_knobs("positive")
+    source = knobs["label_source"]
+    if source == "noisy":
+        return t.noisy_labels
+    features = None
+    if source == "pseudo":  # k-means of the current embeddings, refreshed at the start of every epoch
+        features = extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
+    return resolve_partner_labels(source, t.data.pretrain.y.numpy(), label_accuracy=knobs["label_accuracy"],
+                                  n_clusters=knobs["n_clusters"], rng=np.random.default_rng([t.cfg.seed, epoch]),
+                                  features=features, num_classes=t.data.num_classes)
+
+
+def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
+    cfg, spec = t.cfg, t.cfg.strategy_spec
+    rng = np.random.default_rng([cfg.seed, epoch])
+    gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    labels = t.data.pretrain.y.numpy()
+    batches = SAMPLERS[spec.sampler](labels, cfg.batch_size, rng, **cfg.part_knobs("sampler"))
+    pos_knobs = cfg.part_knobs("positive")
+    # Grouped once per epoch: soft partners are drawn from the whole dataset, not only the batch.
+    partner_labels = LabelIndex(_partner_labels(t, epoch)) if spec.positive == "soft_class" else labels
+    pos_args = {"sp_ratio": pos_knobs["sp_ratio"]} if spec.positive == "soft_class" else {}
+    t.model.train()
+    losses, purities, weights = [], [], []
+    for idx in batches:
+        partners = POSITIVES[spec.positive](idx, partner_labels, rng, **pos_args)
+        x = torch.cat([t.augment(t.data.pretrain.x[idx], gen), t.augment(t.data.pretrain.x[partners], gen)])
+        _, z = t.model(x.to(t.device, non_blocking=True))
+        z1, z2 = z.float().chunk(2)
+        loss = two_view_loss(z1, z2, cfg.strategy, cfg.temperature, **cfg.loss_knobs)
+        if not torch.isfinite(loss):
+            # Stop before the step: the weights stay finite, so the epoch can still be scored honestly.
+            return {"loss": float(loss), "stop_reason": "non-finite loss"}
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+        losses.append(loss.item())
+        weights.append(len(idx))
+        if spec.positive == "soft_class":
+            purities.append(positive_purity(idx, partners, labels))
+    out: dict[str, Any] = {"loss": float(np.average(losses, weights=weights)) if losses else math.nan,
+                           "stop_reason": "", "steps": len(batches)}
+    if purities:
+        out["positive_purity"] = float(np.average(purities, weights=weights))
+    return out
+
+
+def _evaluate(t: _Trial) -> dict[str, float]:
+    cfg, data = t.cfg, t.data
+    train_h = extract_features(t.model.backbone, data.train.x, t.eval_transform, device=t.device)
+    val_h = extract_features(t.model.backbone, data.val.x, t.eval_transform, device=t.device)
+    train_y, val_y = data.train.y, data.val.y
+    with torch.no_grad():
+        t.model.eval()
+        z = F.normalize(t.model.head(val_h.to(t.device)).float(), dim=1).cpu()
+    # Spread of the normalised projections relative to a uniform one on the sphere (1.0 ~ uniform, 0 = collapsed).
+    spread = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
+    return {
+        "linear_acc": linear_probe_accuracy(train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed),
+        "knn_acc": knn_accuracy(train_h, train_y, val_h, val_y, k=cfg.knn_k),
+        "embedding_std": spread,
+    }
+
+
+def _state(t: _Trial, epoch: int) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "config": t.cfg.to_dict(),
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+
+
+def _restore(t: _Trial, state: Mapping[str, Any]) -> int:
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["epoch"])
+
+
+def run_trial(config: Mapping[str, Any] | TrialConfig, report: Reporter, *,
+              state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train from scratch or from ``state`` (a dict from a previous report) to ``epochs``; return the last metrics.
+
+    ``report(metrics, state)`` is called once per epoch, after the epoch is scored. A non-finite loss or collapsed
+    embeddings end the trial early with ``stop_reason`` set in its last metrics; they never raise.
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    t = _build(cfg)
+    done = _restore(t, state) if state is not None else 0
+    last: dict[str, Any] = {}
+    for epoch in range(done + 1, cfg.epochs + 1):
+        start = time.perf_counter()
+        metrics = _train_epoch(t, epoch)
+        train_s = time.perf_counter() - start
+        metrics.update(_evaluate(t))
+        if not metrics["stop_reason"] and metrics["embedding_std"] < COLLAPSE_STD:
+            metrics["stop_reason"] = "collapsed embeddings"
+        metrics.update(epoch=epoch, time_train_s=train_s, time_eval_s=time.perf_counter() - start - train_s)
+        report(metrics, _state(t, epoch))
+        last = metrics
+        if metrics["stop_reason"]:
+            break
+    return last
+
+
+def train(config: Mapping[str, Any], out_dir: str | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one trial without Ray (``sweep train``): metrics to ``metrics.jsonl`` and TensorBoard, state to
+    ``checkpoint.pt`` in ``out_dir``, each written atomically; a directory with a checkpoint is resumed."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from tensorboardX import SummaryWriter
+
+    cfg = TrialConfig.from_dict(config)
+    if out_dir is None:
+        return run_trial(cfg, lambda m, s: log(_epoch_line(m, cfg.epochs)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
+    if state is not None:
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{out} holds a checkpoint of a different config; use a new --out directory")
+        log(f"resuming from {ckpt} (epoch {state['epoch']})")
+    history_path = out / "metrics.jsonl"
+    history = history_path.read_text().splitlines() if history_path.exists() else []
+    history = [line for line in history if json.loads(line)["epoch"] <= (state["epoch"] if state else 0)]
+    writer = SummaryWriter(str(out))
+
+    def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(key, value, metrics["epoch"])
+        writer.flush()
+        history.append(json.dumps(metrics))
+        for path, write in ((ckpt, lambda f: torch.save(trial_state, f)),
+                            (history_path, lambda f: f.write(("\n".join(history) + "\n").encode()))):
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.")
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        log(_epoch_line(metrics, cfg.epochs))
+
+    try:
+        return run_trial(cfg, report, state=state)
+    finally:
+        writer.close()
+
+
+def _epoch_line(m: Mapping[str, Any], epochs: int) -> str:
+    line = (f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}  linear_acc {m['linear_acc']:.4f}  "
+            f"knn_acc {m['knn_acc']:.4f}  ({m['time_train_s']:.1f}s train, {m['time_eval_s']:.1f}s eval)")
+    return line + (f"  stopped: {m['stop_reason']}" if m.get("stop_reason") else "")
