@@ -85,6 +85,7 @@ def write_atomically(path: Path, payload: dict) -> None:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2)
             handle.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per describe/ask
     try:
         return COMMANDS[args.command].run(args)
     except ValueError as exc:  # UsageError, config validation, missing datasets: the user's to fix

@@ -59,6 +59,15 @@ def trial_overrides(s: SweepSettings) -> dict[str, Any]:
     return {**out, **s.overrides}
 
 
+def default_concurrency(resources: dict[str, float], s: SweepSettings) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) hold. Without an explicit limit, Tune with a searcher keeps
+    one trial pending at a time and, in practice, runs them one after another."""
+    fits = [resources.get("CPU", 1) / s.cpus_per_trial] if s.cpus_per_trial > 0 else []
+    if s.gpus_per_trial > 0:
+        fits.append(resources.get("GPU", 0) / s.gpus_per_trial)
+    return max(1, int(min(fits, default=1) + 1e-9))
+
+
 def _trial_dirname(trial: Any) -> str:
     return f"{trial.config.get('strategy', 'trial')}_{trial.trial_id}"
 
@@ -97,10 +106,7 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     name = s.name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = resolve_storage(s.storage)
     exp = join(storage, name)
-    if study.scheduler == "asha" and not s.smoke_test:
-        scheduler_kind = "asha"
-    else:
-        scheduler_kind = study.scheduler if not s.smoke_test else "fifo"
+    scheduler_kind = study.scheduler
     n_strat = len(strategies)
     print(f"sweep {name}: space {study.name}, {num_samples} trials over {n_strat} strateg{'y' if n_strat == 1 else 'ies'}"
           f", {epochs} epochs each at most, scheduler {scheduler_kind}, results in {exp}", file=out)
@@ -112,6 +118,7 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
                                                        "metric": study.metric, "mode": study.mode}, indent=2))
 
     init_ray(s.address, s.dashboard)
+    import ray
     from ray import tune
 
     from sweep.progress import Progress
@@ -128,8 +135,10 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
             metric=study.metric,
             mode=study.mode,
             num_samples=num_samples,
-            max_concurrent_trials=s.max_concurrent,
+            max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
             trial_dirname_creator=_trial_dirname,
+            # One worker process serves trial after trial: torch and friends are imported once, not per trial.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

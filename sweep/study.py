@@ -12,6 +12,7 @@ with its low-budget score (Ray's default), so TPE never mistakes a short run for
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,8 +69,10 @@ def make_sampler(seed: int, grid: Mapping[str, Sequence[Any]] | None = None) -> 
     if grid is not None:
         return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
     # group=True models each strategy's branch separately; constant_liar keeps parallel trials apart.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                      n_startup_trials=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=10)
 
 
 def make_searcher(space: Any, *, metric: str, mode: str, seed: int, max_t: int, strategies: Sequence[str],

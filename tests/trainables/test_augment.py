@@ -68,7 +68,7 @@ def test_every_sample_equals_torchvision_functional(shape, size, antialias) -> N
     x = _images(*shape)
     p = aug.sample_params(shape[0], shape[2], shape[3], torch.Generator().manual_seed(1))
     out = aug.apply(x, p)
-    assert out.shape == (shape[0], c, size, size) and out.dtype == torch.float32
+    assert out.shape == (shape[0], c, size, size) and out.dtype == torch.float32 and out.isfinite().all()
     ref = torch.stack([_reference(aug, x, p, n) for n in range(shape[0])])
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=0)
     # every branch was exercised in this batch

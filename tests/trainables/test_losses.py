@@ -232,17 +232,6 @@ def test_gradient_matches_finite_differences_of_the_reference(strategy, knobs, t
     assert torch.allclose(g2, f2, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize(("strategy", "knobs"), [
-    ("debiased", {"tau_plus": 0.1}),
-    ("hard", {"tau_plus": 0.1, "beta": 1.0}),
-    ("hard", {"tau_plus": 0.05, "beta": 6.0}),
-])
-def test_gradcheck(strategy, knobs):
-    z1, z2 = _views(4, 6, seed=3)
-    inputs = (z1.requires_grad_(), z2.requires_grad_())
-    assert torch.autograd.gradcheck(lambda a, b: two_view_loss(a, b, strategy, 0.5, **knobs), inputs)
-
-
 def test_hcl_weights_are_not_detached():
     """Same value as an estimator with stop-gradient weights, but a different gradient."""
     z1, z2 = _views(4, 6, seed=4)
@@ -335,14 +324,13 @@ class TestContract:
         assert torch.isnan(two_view_loss(z1, z2, strategy, self.t))
 
     def test_sgd_decreases_the_loss(self, strategy):
-        z1, z2 = (z.requires_grad_() for z in _views(8, 4, seed=7, dtype=torch.float32))
-        opt = torch.optim.SGD([z1, z2], lr=0.1)
+        z1, z2 = _views(8, 4, seed=7, dtype=torch.float32)
         losses = []
-        for _ in range(30):
-            opt.zero_grad()
+        for _ in range(30):  # plain SGD on the embeddings themselves, lr 0.1
+            z1, z2 = z1.detach().requires_grad_(), z2.detach().requires_grad_()
             loss = two_view_loss(z1, z2, strategy, self.t)
-            loss.backward()
-            opt.step()
+            g1, g2 = torch.autograd.grad(loss, (z1, z2))
+            z1, z2 = z1 - 0.1 * g1, z2 - 0.1 * g2
             losses.append(loss.item())
         assert losses[-1] < losses[0]
 
