@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import optuna
 
 from search_spaces import digits, stl10_hcl
 from search_spaces._study import Study, describe_space
@@ -30,12 +26,16 @@ def load_study(spec: str) -> Study:
     if spec in SPACES:
         return SPACES[spec]
     if ":" not in spec:
-        raise ValueError(f"unknown search space {spec!r}; choose one of: {', '.join(SPACES)} "
-                         "(or give your own as path/to/file.py:function)")
+        raise ValueError(
+            f"unknown search space {spec!r}; choose one of: {', '.join(SPACES)} "
+            "(or give your own as path/to/file.py:function)"
+        )
     path_str, _, func_name = spec.rpartition(":")
     path = Path(path_str).expanduser().resolve()
     if not path.is_file():
-        raise ValueError(f"search space file {path_str!r} not found; give an existing path/to/file.py:function")
+        raise ValueError(
+            f"search space file {path_str!r} not found; give an existing path/to/file.py:function"
+        )
     # Registered under a stable module name so that pickled references to the function resolve on resume.
     module_name = f"user_space_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)

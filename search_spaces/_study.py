@@ -33,15 +33,18 @@ def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:
     trial = study.ask()
     fixed = space(trial) or {}
     if not isinstance(fixed, dict):
-        raise ValueError(f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}")
+        raise ValueError(
+            f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}"
+        )
     dist = trial.distributions.get("strategy")
     if not isinstance(dist, optuna.distributions.CategoricalDistribution):
         raise ValueError("a search space must suggest `strategy` with trial.suggest_categorical")
     return tuple(dist.choices), dict(fixed)
 
 
-def suggest_knobs(trial: optuna.Trial, strategy: str, swept: Mapping[str, tuple[str, ...]],
-                  ranges: Mapping[str, tuple]) -> None:
+def suggest_knobs(
+    trial: optuna.Trial, strategy: str, swept: Mapping[str, tuple[str, ...]], ranges: Mapping[str, tuple]
+) -> None:
     """Suggest the hardness knobs that this study sweeps under ``strategy``, each with one range in every branch."""
     for knob in swept.get(strategy, ()):
         kind, *args = ranges[knob]

@@ -25,8 +25,15 @@ RANGES = {
     "sp_ratio": ("float", 0.25, 1.0),
     "class_order": ("choice", ("fixed", "shuffled")),
 }
-FIXED: dict[str, Any] = {"dataset": "digits", "epochs": 12, "batch_size": 128, "encoder": "small_resnet", "width": 16,
-                         "proj_hidden_dim": 128, "proj_dim": 64}
+FIXED: dict[str, Any] = {
+    "dataset": "digits",
+    "epochs": 12,
+    "batch_size": 128,
+    "encoder": "small_resnet",
+    "width": 16,
+    "proj_hidden_dim": 128,
+    "proj_dim": 64,
+}
 
 
 def space(trial: optuna.Trial) -> dict[str, Any]:

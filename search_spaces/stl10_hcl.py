@@ -15,9 +15,18 @@ import optuna
 from search_spaces._study import Study
 
 GRID = {"strategy": ("hard",), "beta": (0.0, 0.5, 1.0, 2.0, 6.0), "tau_plus": (0.0, 0.1)}
-FIXED: dict[str, Any] = {"dataset": "stl10", "image_size": 32, "encoder": "resnet50", "epochs": 400,
-                         "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-6, "temperature": 0.5, "proj_dim": 128,
-                         "proj_hidden_dim": 512}
+FIXED: dict[str, Any] = {
+    "dataset": "stl10",
+    "image_size": 32,
+    "encoder": "resnet50",
+    "epochs": 400,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "weight_decay": 1e-6,
+    "temperature": 0.5,
+    "proj_dim": 128,
+    "proj_hidden_dim": 512,
+}
 
 
 def space(trial: optuna.Trial) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class Run:
     def run(args: argparse.Namespace) -> int:
         import os
 
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if not address:  # read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         from sweep.runner import SweepSettings, run
 
         for flag in ("num_samples", "max_concurrent", "epochs"):
@@ -50,10 +53,19 @@ class Run:
             if getattr(args, flag) < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be >= 0")
         settings = SweepSettings(
-            space=args.space, name=args.name, storage=args.storage, num_samples=args.num_samples,
-            max_concurrent=args.max_concurrent, epochs=args.epochs, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, seed=args.seed, address=args.address or os.environ.get("RAY_ADDRESS"),
-            data_root=args.data_root, smoke_test=args.smoke_test, dashboard=args.dashboard,
+            space=args.space,
+            name=args.name,
+            storage=args.storage,
+            num_samples=args.num_samples,
+            max_concurrent=args.max_concurrent,
+            epochs=args.epochs,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            seed=args.seed,
+            address=args.address or os.environ.get("RAY_ADDRESS"),
+            data_root=args.data_root,
+            smoke_test=args.smoke_test,
+            dashboard=args.dashboard,
         )
         return run(settings)
 

@@ -23,8 +23,10 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started += 1
-        self._print(f"start {self.started:>3}/{self.num_samples} {trial.trial_id} "
-                    f"{trial.config.get('strategy')} {describe_config(trial.config)}")
+        self._print(
+            f"start {self.started:>3}/{self.num_samples} {trial.trial_id} "
+            f"{trial.config.get('strategy')} {describe_config(trial.config)}"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
@@ -36,10 +38,14 @@ class Progress(Callback):
         if isinstance(score, (int, float)):
             self.best = score if self.best is None else max(self.best, score)
         shown = f"{score:.4f}" if isinstance(score, (int, float)) else "n/a"
-        self._print(f"done  {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
-                    f"{how} at epoch {epoch}/{self.max_epochs}, {self.metric} {shown}")
+        self._print(
+            f"done  {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
+            f"{how} at epoch {epoch}/{self.max_epochs}, {self.metric} {shown}"
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
-        self._print(f"error {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
-                    f"failed after retries (see {trial.path})")
+        self._print(
+            f"error {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
+            f"failed after retries (see {trial.path})"
+        )

@@ -13,9 +13,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-HIDDEN_CONFIG_KEYS = {"strategy", "epochs", "dataset", "data_root", "limit", "device", "num_threads", "seed",
-                      "batch_size", "encoder", "width", "proj_hidden_dim", "proj_dim", "probe_epochs", "knn_k",
-                      "image_size", "task", "weight_decay"}
+HIDDEN_CONFIG_KEYS = {
+    "strategy",
+    "epochs",
+    "dataset",
+    "data_root",
+    "limit",
+    "device",
+    "num_threads",
+    "seed",
+    "batch_size",
+    "encoder",
+    "width",
+    "proj_hidden_dim",
+    "proj_dim",
+    "probe_epochs",
+    "knn_k",
+    "image_size",
+    "task",
+    "weight_decay",
+}
 
 
 @dataclass(frozen=True)
@@ -57,16 +74,18 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
     for strategy, recs in by_strategy.items():
         scored = [r for r in recs if _finite(r.last.get(metric))]
         best = max(scored, key=lambda r: (r.epochs >= max_epochs, sign * r.last[metric]), default=None)
-        rows.append(Row(
-            strategy=strategy,
-            score=best.last[metric] if best else math.nan,
-            epochs=best.epochs if best else 0,
-            full_budget=bool(best and best.epochs >= max_epochs),
-            trials=len(recs),
-            early_stopped=sum(1 for r in recs if r.status != "ERROR" and r.history and r.epochs < max_epochs),
-            failed=sum(1 for r in recs if r.status == "ERROR"),
-            best=best,
-        ))
+        rows.append(
+            Row(
+                strategy=strategy,
+                score=best.last[metric] if best else math.nan,
+                epochs=best.epochs if best else 0,
+                full_budget=bool(best and best.epochs >= max_epochs),
+                trials=len(recs),
+                early_stopped=sum(1 for r in recs if r.status != "ERROR" and r.history and r.epochs < max_epochs),
+                failed=sum(1 for r in recs if r.status == "ERROR"),
+                best=best,
+            )
+        )
     return sorted(rows, key=lambda r: (r.best is not None, r.full_budget, sign * _or(r.score)), reverse=True)
 
 
@@ -90,8 +109,10 @@ def describe_config(config: dict[str, Any]) -> str:
 
 def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
     """A Markdown table (readable as plain text too)."""
-    lines = [f"| rank | strategy | {metric} | epochs | trials (stopped early, failed) | best configuration |",
-             "|---:|---|---:|---:|---|---|"]
+    lines = [
+        f"| rank | strategy | {metric} | epochs | trials (stopped early, failed) | best configuration |",
+        "|---:|---|---:|---:|---|---|",
+    ]
     for i, row in enumerate(rows, 1):
         score = f"{row.score:.4f}" if _finite(row.score) else "n/a"
         note = "" if row.full_budget else " (not at full budget)"
@@ -99,6 +120,8 @@ def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
         if stop:
             note += f" ({stop})"
         config = describe_config(row.best.config) if row.best else ""
-        lines.append(f"| {i} | {row.strategy} | {score}{note} | {row.epochs}/{max_epochs} | "
-                     f"{row.trials} ({row.early_stopped}, {row.failed}) | {config} |")
+        lines.append(
+            f"| {i} | {row.strategy} | {score}{note} | {row.epochs}/{max_epochs} | "
+            f"{row.trials} ({row.early_stopped}, {row.failed}) | {config} |"
+        )
     return "\n".join(lines)

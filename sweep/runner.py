@@ -54,8 +54,15 @@ def trial_overrides(s: SweepSettings) -> dict[str, Any]:
     if s.data_root is not None:
         out["data_root"] = s.data_root
     if s.smoke_test:  # seconds, not minutes: a sliver of the data, a tiny encoder, a cheap probe
-        out.update(epochs=s.epochs or 2, limit=200, width=8, proj_hidden_dim=32, proj_dim=16, probe_epochs=20,
-                   batch_size=32)
+        out.update(
+            epochs=s.epochs or 2,
+            limit=200,
+            width=8,
+            proj_hidden_dim=32,
+            proj_dim=16,
+            probe_epochs=20,
+            batch_size=32,
+        )
     return {**out, **s.overrides}
 
 
@@ -87,7 +94,7 @@ def plan(s: SweepSettings) -> tuple[Study, tuple[str, ...], dict[str, Any], int,
     return study, strategies, config, cfg.epochs, num_samples
 
 
-def init_ray(address: str | None, dashboard: bool) -> None:
+def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -95,10 +102,16 @@ def init_ray(address: str | None, dashboard: bool) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
-    # A local Ray executes whatever reaches its ports: bind it to loopback, and no dashboard unless asked.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", logging_level=logging.WARNING,
-             log_to_driver=False)
+    # A local Ray executes whatever reaches its ports: bind it to loopback (sweep.cli and the tests' conftest set
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported, which it needs), and no dashboard unless asked.
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
 
 
 def run(s: SweepSettings, out=sys.stdout) -> int:
@@ -108,14 +121,32 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     exp = join(storage, name)
     scheduler_kind = study.scheduler
     n_strat = len(strategies)
-    print(f"sweep {name}: space {study.name}, {num_samples} trials over {n_strat} strateg{'y' if n_strat == 1 else 'ies'}"
-          f", {epochs} epochs each at most, scheduler {scheduler_kind}, results in {exp}", file=out)
+    print(
+        f"sweep {name}: space {study.name}, {num_samples} trials over {n_strat} strateg{'y' if n_strat == 1 else 'ies'}"
+        f", {epochs} epochs each at most, scheduler {scheduler_kind}, results in {exp}",
+        file=out,
+    )
     if study.grid is None and num_samples % n_strat:
-        print(f"note: {num_samples} trials over {n_strat} strategies: shares differ by one; "
-              f"use a multiple of {n_strat} for an equal share", file=out)
-    write_atomic(join(exp, SETTINGS_FILE), json.dumps({**asdict(s), "name": name, "storage": storage,
-                                                       "num_samples": num_samples, "epochs": epochs,
-                                                       "metric": study.metric, "mode": study.mode}, indent=2))
+        print(
+            f"note: {num_samples} trials over {n_strat} strategies: shares differ by one; "
+            f"use a multiple of {n_strat} for an equal share",
+            file=out,
+        )
+    write_atomic(
+        join(exp, SETTINGS_FILE),
+        json.dumps(
+            {
+                **asdict(s),
+                "name": name,
+                "storage": storage,
+                "num_samples": num_samples,
+                "epochs": epochs,
+                "metric": study.metric,
+                "mode": study.mode,
+            },
+            indent=2,
+        ),
+    )
 
     init_ray(s.address, s.dashboard)
     import ray
@@ -124,9 +155,16 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     from sweep.progress import Progress
     from trainables.tune_entry import trainable
 
-    searcher = make_searcher(SpaceWithOverrides(study.space, trial_overrides(s)), metric=study.metric,
-                             mode=study.mode, seed=s.seed, max_t=epochs, strategies=strategies,
-                             num_samples=num_samples, grid=study.grid)
+    searcher = make_searcher(
+        SpaceWithOverrides(study.space, trial_overrides(s)),
+        metric=study.metric,
+        mode=study.mode,
+        seed=s.seed,
+        max_t=epochs,
+        strategies=strategies,
+        num_samples=num_samples,
+        grid=study.grid,
+    )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
         tune_config=tune.TuneConfig(
@@ -156,8 +194,10 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     rows = ranking.rank(records, study.metric, study.mode, epochs)
     table = ranking.format_table(rows, study.metric, epochs)
     spent = sum(r.epochs for r in records)
-    summary = (f"{len(records)}/{num_samples} trials, {spent} trial-epochs of {num_samples * epochs} "
-               f"({spent / max(1, num_samples * epochs):.0%}), {wall:.0f} s")
+    summary = (
+        f"{len(records)}/{num_samples} trials, {spent} trial-epochs of {num_samples * epochs} "
+        f"({spent / max(1, num_samples * epochs):.0%}), {wall:.0f} s"
+    )
     print(f"\nranking by validation {study.metric} ({summary}):\n{table}", file=out)
     write_atomic(join(exp, RANKING_FILE), f"# {name}\n\n{summary}\n\n{table}\n")
     if len(records) < num_samples:
@@ -175,8 +215,15 @@ def _record(result: Any) -> ranking.TrialRecord:
     if df is not None and len(df):
         # a restored trial may repeat a row: keep the last report of each epoch
         df = df.drop_duplicates(subset="epoch", keep="last") if "epoch" in df else df
-        history = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-                   for row in df.to_dict("records")]
+        history = [
+            {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            for row in df.to_dict("records")
+        ]
     status = "ERROR" if result.error else "TERMINATED"
-    return ranking.TrialRecord(trial_id=str(result.metrics.get("trial_id", "")), config=dict(result.config),
-                               history=history, status=status, error=str(result.error or ""))
+    return ranking.TrialRecord(
+        trial_id=str(result.metrics.get("trial_id", "")),
+        config=dict(result.config),
+        history=history,
+        status=status,
+        error=str(result.error or ""),
+    )

@@ -71,16 +71,32 @@ def make_sampler(seed: int, grid: Mapping[str, Sequence[Any]] | None = None) -> 
     # group=True models each strategy's branch separately; constant_liar keeps parallel trials apart.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=10)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10
+        )
 
 
-def make_searcher(space: Any, *, metric: str, mode: str, seed: int, max_t: int, strategies: Sequence[str],
-                  num_samples: int, grid: Mapping[str, Sequence[Any]] | None = None) -> PrunedAwareOptunaSearch:
+def make_searcher(
+    space: Any,
+    *,
+    metric: str,
+    mode: str,
+    seed: int,
+    max_t: int,
+    strategies: Sequence[str],
+    num_samples: int,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+) -> PrunedAwareOptunaSearch:
     # A grid enumerates the strategies itself; enqueueing would fight it.
     points = equal_share(strategies, num_samples) if grid is None and len(strategies) > 1 else None
-    return PrunedAwareOptunaSearch(space=space, metric=metric, mode=mode, sampler=make_sampler(seed, grid),
-                                   points_to_evaluate=points, max_t=max_t)
+    return PrunedAwareOptunaSearch(
+        space=space,
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(seed, grid),
+        points_to_evaluate=points,
+        max_t=max_t,
+    )
 
 
 def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
@@ -91,8 +107,9 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
     return rungs
 
 
-def make_scheduler(kind: str, max_t: int, *, grace_period: int | None = None,
-                   reduction_factor: int = 2) -> TrialScheduler:
+def make_scheduler(
+    kind: str, max_t: int, *, grace_period: int | None = None, reduction_factor: int = 2
+) -> TrialScheduler:
     """ASHA on the epoch (rungs grace, grace*rf, ... below max_t) or FIFO. Unknown kinds raise, listing the valid."""
     if kind == "fifo":
         return FIFOScheduler()
@@ -102,8 +119,7 @@ def make_scheduler(kind: str, max_t: int, *, grace_period: int | None = None,
         grace_period = max(1, max_t // 6)
     if not 1 <= grace_period <= max_t:
         raise ValueError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period,
-                         reduction_factor=reduction_factor)
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 class SpaceWithOverrides:

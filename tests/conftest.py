@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
+
+# Read by Ray when it is first imported (collection imports it): a local Ray binds to 127.0.0.1 only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 @pytest.fixture(scope="session")
@@ -13,9 +16,8 @@ def ray_session():
     """A local Ray for the whole session: 2 CPUs, loopback only, no dashboard. Never started per test."""
     import ray
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    ray.init(num_cpus=2, include_dashboard=False, dashboard_host="127.0.0.1", logging_level=logging.WARNING,
-             log_to_driver=False)
+    from sweep.runner import init_ray
+
+    init_ray(None, dashboard=False, num_cpus=2)  # the sweep's own start-up path
     yield ray
     ray.shutdown()

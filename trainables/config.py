@@ -10,16 +10,17 @@ run a default configuration for hours.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from trainables.data import DATASETS
+from trainables.models import ENCODERS
 from trainables.strategies import KNOBS, Strategy, get_strategy
 
 TASKS = ("image",)
-DATASETS = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
-ENCODERS = ("small_resnet", "resnet18", "resnet50")
 DEVICES = ("auto", "cpu", "cuda")
 
 # The score a sweep ranks on, per task, and its direction. The validation split is used; test is for finalists.
@@ -106,15 +107,25 @@ def _inactive(knobs: Mapping[str, Any]) -> set[str]:
 
 def _check_conditional_knobs(strategy: Strategy, given: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
     for key in _inactive(knobs) & set(given):
-        raise ValueError(f"`{key}` applies only with label_source '{_LABEL_SOURCE_OF[key]}' (strategy "
-                         f"'{strategy.name}' uses '{knobs['label_source']}')")
+        raise ValueError(
+            f"`{key}` applies only with label_source '{_LABEL_SOURCE_OF[key]}' (strategy "
+            f"'{strategy.name}' uses '{knobs['label_source']}')"
+        )
 
 
-def _number(key: str, value: Any, *, integer: bool = False, low: float | None = None, low_open: bool = False,
-            high: float | None = None, optional: bool = False) -> Any:
+def _number(
+    key: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    low_open: bool = False,
+    high: float | None = None,
+    optional: bool = False,
+) -> Any:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
         raise ValueError(f"`{key}` is {value!r} but must be a{'n integer' if integer else ' number'}")
     if integer:
         if int(value) != value:

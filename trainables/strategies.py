@@ -14,6 +14,7 @@ choice are the same string everywhere.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -39,7 +40,7 @@ class Knob:
             if value not in self.choices:
                 raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(self.choices)}")
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
             raise ValueError(f"`{name}` is {value!r} but must be a number")
         if self.integer:
             if int(value) != value:
@@ -59,24 +60,50 @@ class Knob:
 # Every knob of every part, with its one spelling. Ranges are what the formulas allow, not what is sensible.
 KNOBS: Mapping[str, Knob] = MappingProxyType(
     {
-        "tau_plus": Knob("weighting", "class-prior estimate of DCL/HCL (probability that a negative is a false one)",
-                         low=0.0, high=1.0, high_open=True),
+        "tau_plus": Knob(
+            "weighting",
+            "class-prior estimate of DCL/HCL (probability that a negative is a false one)",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
         "beta": Knob("weighting", "HCL concentration: negatives weighted by exp(beta * s / t)", low=0.0),
-        "variant": Knob("weighting", "semi-hard rule: `band` keeps s_p - margin < s_n < s_p (FaceNet); `nearest` "
-                        "keeps the one negative whose similarity is closest to the positive's (Xie et al.)",
-                        choices=("band", "nearest")),
-        "margin": Knob("weighting", "width of the semi-hard band, in cosine units", low=0.0, high=2.0, low_open=True),
-        "sp_ratio": Knob("positive", "probability that the positive is another item with the same label",
-                         low=0.0, high=1.0),
-        "label_source": Knob("positive", "labels that define `same label`: `true`, `noisy` (corrupted to "
-                             "label_accuracy) or `pseudo` (k-means of the current embeddings)",
-                             choices=("true", "noisy", "pseudo")),
-        "label_accuracy": Knob("positive", "fraction of items whose noisy label is right (label_source=noisy)",
-                               low=0.0, high=1.0, low_open=True),
-        "n_clusters": Knob("positive", "number of k-means clusters for pseudo-labels (label_source=pseudo)",
-                           low=2, integer=True),
-        "class_order": Knob("sampler", "order of the single-class batches: `fixed` (Wang et al.) or `shuffled`",
-                            choices=("fixed", "shuffled")),
+        "variant": Knob(
+            "weighting",
+            "semi-hard rule: `band` keeps s_p - margin < s_n < s_p (FaceNet); `nearest` "
+            "keeps the one negative whose similarity is closest to the positive's (Xie et al.)",
+            choices=("band", "nearest"),
+        ),
+        "margin": Knob(
+            "weighting", "width of the semi-hard band, in cosine units", low=0.0, high=2.0, low_open=True
+        ),
+        "sp_ratio": Knob(
+            "positive", "probability that the positive is another item with the same label", low=0.0, high=1.0
+        ),
+        "label_source": Knob(
+            "positive",
+            "labels that define `same label`: `true`, `noisy` (corrupted to "
+            "label_accuracy) or `pseudo` (k-means of the current embeddings)",
+            choices=("true", "noisy", "pseudo"),
+        ),
+        "label_accuracy": Knob(
+            "positive",
+            "fraction of items whose noisy label is right (label_source=noisy)",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+        ),
+        "n_clusters": Knob(
+            "positive",
+            "number of k-means clusters for pseudo-labels (label_source=pseudo)",
+            low=2,
+            integer=True,
+        ),
+        "class_order": Knob(
+            "sampler",
+            "order of the single-class batches: `fixed` (Wang et al.) or `shuffled`",
+            choices=("fixed", "shuffled"),
+        ),
     }
 )
 
@@ -88,7 +115,12 @@ SAMPLER_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"random": (), "one_per_class": (), "single_class": ("class_order",)}
 )
 WEIGHTING_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"all": (), "debiased": ("tau_plus",), "importance": ("tau_plus", "beta"), "semi_hard": ("variant", "margin")}
+    {
+        "all": (),
+        "debiased": ("tau_plus",),
+        "importance": ("tau_plus", "beta"),
+        "semi_hard": ("variant", "margin"),
+    }
 )
 FAMILIES = ("softmax",)
 
@@ -138,31 +170,90 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     {
         s.name: s
         for s in (
-            _preset("infonce", "same_instance", "random", "all", "SimCLR NT-Xent: every other view is a negative"),
-            _preset("debiased", "same_instance", "random", "debiased",
-                    "DCL (Chuang et al. 2020): subtract tau_plus of the positive mass, clamp at N e^(-1/t)",
-                    tau_plus=0.1),
-            _preset("hard", "same_instance", "random", "importance",
-                    "HCL (Robinson et al. 2021): DCL with negatives tilted by exp(beta s/t), weights not detached",
-                    tau_plus=0.1, beta=1.0),
-            _preset("semi_hard", "same_instance", "random", "semi_hard",
-                    "only negatives just below the positive (band) or nearest to it", variant="band", margin=0.2),
-            _preset("easy_negative", "same_instance", "one_per_class", "all",
-                    "Wang et al.: batches of one item per class, so no same-class negative"),
-            _preset("hard_negative", "same_instance", "single_class", "all",
-                    "Wang et al.: every batch from a single class, so every negative is same-class",
-                    class_order="fixed"),
-            _preset("soft_positive", "soft_class", "random", "all",
-                    "Wang et al.: positive is another item of the same label with probability sp_ratio",
-                    sp_ratio=1.0, label_source="true", **_SOFT),
-            _preset("sp50", "soft_class", "random", "all", "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
-                    sp_ratio=0.5, label_source="true", **_SOFT),
-            _preset("sp70", "soft_class", "random", "all",
-                    "soft_positive on labels corrupted to 70.7% accuracy (Wang et al.'s SP70)",
-                    sp_ratio=1.0, label_source="noisy", **{**_SOFT, "label_accuracy": 0.707}),
-            _preset("pl_sp", "soft_class", "random", "all",
-                    "soft_positive on k-means pseudo-labels of the current embeddings (Wang et al.'s PL-SP)",
-                    sp_ratio=1.0, label_source="pseudo", **_SOFT),
+            _preset(
+                "infonce", "same_instance", "random", "all", "SimCLR NT-Xent: every other view is a negative"
+            ),
+            _preset(
+                "debiased",
+                "same_instance",
+                "random",
+                "debiased",
+                "DCL (Chuang et al. 2020): subtract tau_plus of the positive mass, clamp at N e^(-1/t)",
+                tau_plus=0.1,
+            ),
+            _preset(
+                "hard",
+                "same_instance",
+                "random",
+                "importance",
+                "HCL (Robinson et al. 2021): DCL with negatives tilted by exp(beta s/t), weights not detached",
+                tau_plus=0.1,
+                beta=1.0,
+            ),
+            _preset(
+                "semi_hard",
+                "same_instance",
+                "random",
+                "semi_hard",
+                "only negatives just below the positive (band) or nearest to it",
+                variant="band",
+                margin=0.2,
+            ),
+            _preset(
+                "easy_negative",
+                "same_instance",
+                "one_per_class",
+                "all",
+                "Wang et al.: batches of one item per class, so no same-class negative",
+            ),
+            _preset(
+                "hard_negative",
+                "same_instance",
+                "single_class",
+                "all",
+                "Wang et al.: every batch from a single class, so every negative is same-class",
+                class_order="fixed",
+            ),
+            _preset(
+                "soft_positive",
+                "soft_class",
+                "random",
+                "all",
+                "Wang et al.: positive is another item of the same label with probability sp_ratio",
+                sp_ratio=1.0,
+                label_source="true",
+                **_SOFT,
+            ),
+            _preset(
+                "sp50",
+                "soft_class",
+                "random",
+                "all",
+                "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
+                sp_ratio=0.5,
+                label_source="true",
+                **_SOFT,
+            ),
+            _preset(
+                "sp70",
+                "soft_class",
+                "random",
+                "all",
+                "soft_positive on labels corrupted to 70.7% accuracy (Wang et al.'s SP70)",
+                sp_ratio=1.0,
+                label_source="noisy",
+                **{**_SOFT, "label_accuracy": 0.707},
+            ),
+            _preset(
+                "pl_sp",
+                "soft_class",
+                "random",
+                "all",
+                "soft_positive on k-means pseudo-labels of the current embeddings (Wang et al.'s PL-SP)",
+                sp_ratio=1.0,
+                label_source="pseudo",
+                **_SOFT,
+            ),
         )
     }
 )

@@ -70,19 +70,35 @@ def _build(cfg: TrialConfig) -> _Trial:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
+    data = load_image_data(
+        cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit
+    )
     channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
-    model = ContrastiveModel.build(cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim,
-                                   out_dim=cfg.proj_dim).to(device)
+    model = ContrastiveModel.build(
+        cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     noisy = None
     knobs = cfg.part_knobs("positive")
     if knobs.get("label_source") == "noisy":  # corrupted once per trial, as Wang et al.'s SP70 file
-        noisy = resolve_partner_labels("noisy", data.pretrain.y.numpy(), label_accuracy=knobs["label_accuracy"],
-                                       n_clusters=knobs["n_clusters"], rng=np.random.default_rng([cfg.seed, 7]),
-                                       num_classes=data.num_classes)
-    return _Trial(cfg, data, model, optimizer, device, make_augment(size, channels, data.mean, data.std),
-                  make_eval_transform(data.mean, data.std), noisy)
+        noisy = resolve_partner_labels(
+            "noisy",
+            data.pretrain.y.numpy(),
+            label_accuracy=knobs["label_accuracy"],
+            n_clusters=knobs["n_clusters"],
+            rng=np.random.default_rng([cfg.seed, 7]),
+            num_classes=data.num_classes,
+        )
+    return _Trial(
+        cfg,
+        data,
+        model,
+        optimizer,
+        device,
+        make_augment(size, channels, data.mean, data.std),
+        make_eval_transform(data.mean, data.std),
+        noisy,
+    )
 
 
 def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
@@ -92,10 +108,18 @@ def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
         return t.noisy_labels
     features = None
     if source == "pseudo":  # k-means of the current embeddings, refreshed at the start of every epoch
-        features = extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
-    return resolve_partner_labels(source, t.data.pretrain.y.numpy(), label_accuracy=knobs["label_accuracy"],
-                                  n_clusters=knobs["n_clusters"], rng=np.random.default_rng([t.cfg.seed, epoch]),
-                                  features=features, num_classes=t.data.num_classes)
+        features = extract_features(
+            t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device
+        ).numpy()
+    return resolve_partner_labels(
+        source,
+        t.data.pretrain.y.numpy(),
+        label_accuracy=knobs["label_accuracy"],
+        n_clusters=knobs["n_clusters"],
+        rng=np.random.default_rng([t.cfg.seed, epoch]),
+        features=features,
+        num_classes=t.data.num_classes,
+    )
 
 
 def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
@@ -126,8 +150,11 @@ def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
         weights.append(len(idx))
         if spec.positive == "soft_class":
             purities.append(positive_purity(idx, partners, labels))
-    out: dict[str, Any] = {"loss": float(np.average(losses, weights=weights)) if losses else math.nan,
-                           "stop_reason": "", "steps": len(batches)}
+    out: dict[str, Any] = {
+        "loss": float(np.average(losses, weights=weights)) if losses else math.nan,
+        "stop_reason": "",
+        "steps": len(batches),
+    }
     if purities:
         out["positive_purity"] = float(np.average(purities, weights=weights))
     return out
@@ -144,7 +171,9 @@ def _evaluate(t: _Trial) -> dict[str, float]:
     # Spread of the normalised projections relative to a uniform one on the sphere (1.0 ~ uniform, 0 = collapsed).
     spread = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
     return {
-        "linear_acc": linear_probe_accuracy(train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed),
+        "linear_acc": linear_probe_accuracy(
+            train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed
+        ),
         "knn_acc": knn_accuracy(train_h, train_y, val_h, val_y, k=cfg.knn_k),
         "embedding_std": spread,
     }
@@ -156,8 +185,12 @@ def _state(t: _Trial, epoch: int) -> dict[str, Any]:
         "config": t.cfg.to_dict(),
         "model": t.model.state_dict(),
         "optimizer": t.optimizer.state_dict(),
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
     }
 
 
@@ -173,11 +206,13 @@ def _restore(t: _Trial, state: Mapping[str, Any]) -> int:
     return int(state["epoch"])
 
 
-def run_trial(config: Mapping[str, Any] | TrialConfig, report: Reporter, *,
-              state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_trial(
+    config: Mapping[str, Any] | TrialConfig, report: Reporter, *, state: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Train from scratch or from ``state`` (a dict from a previous report) to ``epochs``; return the last metrics.
 
-    ``report(metrics, state)`` is called once per epoch, after the epoch is scored. A non-finite loss or collapsed
+    ``report(metrics, state)`` is called once per epoch, after the epoch is scored; ``state`` holds the live
+    tensors (no copy per epoch), so the reporter must persist it before it returns. A non-finite loss or collapsed
     embeddings end the trial early with ``stop_reason`` set in its last metrics; they never raise.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
@@ -199,8 +234,9 @@ def run_trial(config: Mapping[str, Any] | TrialConfig, report: Reporter, *,
     return last
 
 
-def train(config: Mapping[str, Any], out_dir: str | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+def train(
+    config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run one trial without Ray (``sweep train``): metrics to ``metrics.jsonl`` and TensorBoard, state to
     ``checkpoint.pt`` in ``out_dir``, each written atomically; a directory with a checkpoint is resumed."""
     import json
@@ -232,8 +268,10 @@ def train(config: Mapping[str, Any], out_dir: str | None = None,
                 writer.add_scalar(key, value, metrics["epoch"])
         writer.flush()
         history.append(json.dumps(metrics))
-        for path, write in ((ckpt, lambda f: torch.save(trial_state, f)),
-                            (history_path, lambda f: f.write(("\n".join(history) + "\n").encode()))):
+        for path, write in (
+            (ckpt, lambda f: torch.save(trial_state, f)),
+            (history_path, lambda f: f.write(("\n".join(history) + "\n").encode())),
+        ):
             fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.")
             with os.fdopen(fd, "wb") as f:
                 write(f)
@@ -247,6 +285,8 @@ def train(config: Mapping[str, Any], out_dir: str | None = None,
 
 
 def _epoch_line(m: Mapping[str, Any], epochs: int) -> str:
-    line = (f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}  linear_acc {m['linear_acc']:.4f}  "
-            f"knn_acc {m['knn_acc']:.4f}  ({m['time_train_s']:.1f}s train, {m['time_eval_s']:.1f}s eval)")
+    line = (
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}  linear_acc {m['linear_acc']:.4f}  "
+        f"knn_acc {m['knn_acc']:.4f}  ({m['time_train_s']:.1f}s train, {m['time_eval_s']:.1f}s eval)"
+    )
     return line + (f"  stopped: {m['stop_reason']}" if m.get("stop_reason") else "")

@@ -14,8 +14,14 @@ SWEEP = str(Path(sys.executable).with_name("sweep"))
 
 
 def _sweep(*args, cwd=None, timeout=300, env=None):
-    return subprocess.run([SWEEP, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [SWEEP, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_clear_line(proc):
@@ -44,8 +50,17 @@ def test_missing_dataset_root_is_one_line_and_exit_2(tmp_path):
     cfg.write_text(json.dumps({"dataset": "cifar10", "data_root": str(tmp_path / "nowhere")}))
     line = _one_clear_line(_sweep("train", "--config", str(cfg)))
     assert "cifar10" in line and "nowhere" in line
-    line = _one_clear_line(_sweep("run", "--space", "stl10_hcl", "--storage", str(tmp_path / "s"),
-                                  "--data-root", str(tmp_path / "nowhere")))
+    line = _one_clear_line(
+        _sweep(
+            "run",
+            "--space",
+            "stl10_hcl",
+            "--storage",
+            str(tmp_path / "s"),
+            "--data-root",
+            str(tmp_path / "nowhere"),
+        )
+    )
     assert "stl10" in line
 
 
@@ -68,8 +83,10 @@ def test_spaces_lists_every_study_on_one_line_each():
 @pytest.mark.slow
 def test_train_runs_without_ray_and_resumes(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("strategy: hard\nbeta: 0.5\nepochs: 2\nlimit: 100\nwidth: 8\nproj_hidden_dim: 16\n"
-                   "proj_dim: 8\nprobe_epochs: 10\nbatch_size: 32\n")
+    cfg.write_text(
+        "strategy: hard\nbeta: 0.5\nepochs: 2\nlimit: 100\nwidth: 8\nproj_hidden_dim: 16\n"
+        "proj_dim: 8\nprobe_epochs: 10\nbatch_size: 32\n"
+    )
     out = tmp_path / "run"
     proc = _sweep("train", "--config", str(cfg), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -85,8 +102,17 @@ def test_train_runs_without_ray_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end(tmp_path, ray_session):
     address = ray_session.get_runtime_context().gcs_address
-    proc = _sweep("run", "--smoke-test", "--storage", str(tmp_path), "--name", "smoke", "--address", address,
-                  timeout=600)
+    proc = _sweep(
+        "run",
+        "--smoke-test",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "smoke",
+        "--address",
+        address,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ranking by validation linear_acc" in proc.stdout
     exp = tmp_path / "smoke"
@@ -101,3 +127,14 @@ def test_smoke_sweep_end_to_end(tmp_path, ray_session):
         assert list(d.glob("checkpoint_*/state.pt"))
     strategies = {json.loads((d / "params.json").read_text())["strategy"] for d in trial_dirs}
     assert len(strategies) == 4  # round-robin: four trials, four different strategies
+
+
+def test_local_ray_listens_on_loopback_only(ray_session):
+    import psutil
+
+    port = int(ray_session.get_runtime_context().gcs_address.rsplit(":", 1)[1])
+    listening = [
+        c.laddr.ip for c in psutil.net_connections(kind="inet") if c.status == "LISTEN" and c.laddr.port == port
+    ]
+    assert listening, "the GCS port is not listening"
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening

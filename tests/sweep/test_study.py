@@ -69,8 +69,15 @@ def test_unknown_scheduler_and_bad_grace_are_rejected():
 
 
 def _searcher(max_t=8):
-    s = make_searcher(SPACES["digits"].space, metric=METRIC, mode=MODE, seed=0, max_t=max_t,
-                      strategies=("infonce", "hard"), num_samples=4)
+    s = make_searcher(
+        SPACES["digits"].space,
+        metric=METRIC,
+        mode=MODE,
+        seed=0,
+        max_t=max_t,
+        strategies=("infonce", "hard"),
+        num_samples=4,
+    )
     return s
 
 

@@ -48,8 +48,18 @@ def test_knob_of_another_strategy_is_rejected():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("temperature", 0.0), ("lr", -1e-3), ("batch_size", 1), ("epochs", 0), ("batch_size", 2.5),
-     ("dataset", "imagenet"), ("encoder", "vit"), ("lr", "fast"), ("lr", True), ("lr", float("nan"))],
+    [
+        ("temperature", 0.0),
+        ("lr", -1e-3),
+        ("batch_size", 1),
+        ("epochs", 0),
+        ("batch_size", 2.5),
+        ("dataset", "imagenet"),
+        ("encoder", "vit"),
+        ("lr", "fast"),
+        ("lr", True),
+        ("lr", float("nan")),
+    ],
 )
 def test_out_of_range_settings_are_rejected_by_name(key, value):
     with pytest.raises(ValueError, match=f"`{key}`"):
@@ -58,9 +68,17 @@ def test_out_of_range_settings_are_rejected_by_name(key, value):
 
 @pytest.mark.parametrize(
     ("strategy", "key", "value"),
-    [("hard", "tau_plus", 1.0), ("hard", "tau_plus", -0.1), ("hard", "beta", -1.0), ("semi_hard", "variant", "x"),
-     ("semi_hard", "margin", 0.0), ("soft_positive", "sp_ratio", 1.5), ("sp70", "label_accuracy", 0.0),
-     ("pl_sp", "n_clusters", 1), ("hard_negative", "class_order", "random")],
+    [
+        ("hard", "tau_plus", 1.0),
+        ("hard", "tau_plus", -0.1),
+        ("hard", "beta", -1.0),
+        ("semi_hard", "variant", "x"),
+        ("semi_hard", "margin", 0.0),
+        ("soft_positive", "sp_ratio", 1.5),
+        ("sp70", "label_accuracy", 0.0),
+        ("pl_sp", "n_clusters", 1),
+        ("hard_negative", "class_order", "random"),
+    ],
 )
 def test_out_of_range_knobs_are_rejected_by_name(strategy, key, value):
     with pytest.raises(ValueError, match=f"`{key}`"):
