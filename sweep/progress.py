@@ -15,7 +15,6 @@ class Progress(Callback):
     def __init__(self, num_samples: int, max_epochs: int, metric: str, out: Any = sys.stdout) -> None:
         self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
         self.started = self.ended = 0
-        self.best: float | None = None
         self.t0 = time.perf_counter()
 
     def _print(self, msg: str) -> None:
@@ -35,8 +34,6 @@ class Progress(Callback):
         how = "finished" if epoch >= self.max_epochs else "stopped early"
         if r.get("stop_reason"):
             how = f"ended: {r['stop_reason']}"
-        if isinstance(score, (int, float)):
-            self.best = score if self.best is None else max(self.best, score)
         shown = f"{score:.4f}" if isinstance(score, (int, float)) else "n/a"
         self._print(
             f"done  {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
