@@ -10,7 +10,6 @@ run a default configuration for hours.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,7 +17,7 @@ from typing import Any
 
 from trainables.data import DATASETS
 from trainables.models import ENCODERS
-from trainables.strategies import KNOBS, Strategy, get_strategy
+from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
 TASKS = ("image",)
 DEVICES = ("auto", "cpu", "cuda")
@@ -113,59 +112,32 @@ def _check_conditional_knobs(strategy: Strategy, given: Mapping[str, Any], knobs
         )
 
 
-def _number(
-    key: str,
-    value: Any,
-    *,
-    integer: bool = False,
-    low: float | None = None,
-    low_open: bool = False,
-    high: float | None = None,
-    optional: bool = False,
-) -> Any:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
-        raise ValueError(f"`{key}` is {value!r} but must be a{'n integer' if integer else ' number'}")
-    if integer:
-        if int(value) != value:
-            raise ValueError(f"`{key}` is {value!r} but must be an integer")
-        value = int(value)
-    else:
-        value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"`{key}` is {value} but must be {'>' if low_open else '>='} {low}")
-    if high is not None and value > high:
-        raise ValueError(f"`{key}` is {value} but must be <= {high}")
-    return value
-
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"`{key}` is {value!r} but must be one of {', '.join(choices)}")
-    return value
+# The general settings' rules, checked by the same code as the strategy knobs.
+_SETTINGS: Mapping[str, Knob] = MappingProxyType(
+    {
+        "task": Knob("setting", "what a trial trains", choices=TASKS),
+        "lr": Knob("setting", "Adam learning rate", low=0.0, low_open=True, high=10.0),
+        "weight_decay": Knob("setting", "Adam weight decay", low=0.0),
+        "temperature": Knob("setting", "softmax temperature", low=0.0, low_open=True, high=100.0),
+        "batch_size": Knob("setting", "items per batch (two views each)", low=2, integer=True),
+        "epochs": Knob("setting", "full budget", low=1, integer=True),
+        "seed": Knob("setting", "seeds data split, init and every epoch", low=0, integer=True),
+        "dataset": Knob("setting", "data set", choices=DATASETS),
+        "image_size": Knob("setting", "resize to this square size", low=4, integer=True, optional=True),
+        "limit": Knob("setting", "items kept per split", low=10, integer=True, optional=True),
+        "encoder": Knob("setting", "backbone", choices=ENCODERS),
+        "width": Knob("setting", "small_resnet width", low=1, integer=True),
+        "proj_hidden_dim": Knob("setting", "projection head hidden size", low=1, integer=True),
+        "proj_dim": Knob("setting", "projection size", low=2, integer=True),
+        "probe_epochs": Knob("setting", "linear probe iterations", low=1, integer=True),
+        "knn_k": Knob("setting", "neighbours of the kNN score", low=1, integer=True),
+        "device": Knob("setting", "where the trial runs", choices=DEVICES),
+        "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
+    }
+)
 
 
 def _check_general(v: dict[str, Any]) -> dict[str, Any]:
-    checks = {
-        "task": lambda k, x: _choice(k, x, TASKS),
-        "lr": lambda k, x: _number(k, x, low=0.0, low_open=True, high=10.0),
-        "weight_decay": lambda k, x: _number(k, x, low=0.0),
-        "temperature": lambda k, x: _number(k, x, low=0.0, low_open=True, high=100.0),
-        "batch_size": lambda k, x: _number(k, x, integer=True, low=2),
-        "epochs": lambda k, x: _number(k, x, integer=True, low=1),
-        "seed": lambda k, x: _number(k, x, integer=True, low=0),
-        "dataset": lambda k, x: _choice(k, x, DATASETS),
-        "data_root": lambda k, x: x if x is None or isinstance(x, str) else _choice(k, x, ("a path",)),
-        "image_size": lambda k, x: _number(k, x, integer=True, low=4, optional=True),
-        "limit": lambda k, x: _number(k, x, integer=True, low=10, optional=True),
-        "encoder": lambda k, x: _choice(k, x, ENCODERS),
-        "width": lambda k, x: _number(k, x, integer=True, low=1),
-        "proj_hidden_dim": lambda k, x: _number(k, x, integer=True, low=1),
-        "proj_dim": lambda k, x: _number(k, x, integer=True, low=2),
-        "probe_epochs": lambda k, x: _number(k, x, integer=True, low=1),
-        "knn_k": lambda k, x: _number(k, x, integer=True, low=1),
-        "device": lambda k, x: _choice(k, x, DEVICES),
-        "num_threads": lambda k, x: _number(k, x, integer=True, low=1, optional=True),
-    }
-    return {k: checks[k](k, x) if k in checks else x for k, x in v.items()}
+    if v.get("data_root") is not None and not isinstance(v["data_root"], str):
+        raise ValueError(f"`data_root` is {v['data_root']!r} but must be a path")
+    return {k: _SETTINGS[k].check(k, x) if k in _SETTINGS else x for k, x in v.items()}

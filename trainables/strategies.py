@@ -23,9 +23,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Knob:
-    """One strategy knob: its part, its type and the values it may take."""
+    """One checked value: a strategy knob (its part, type and range) or, with part "setting", a trial setting."""
 
-    part: str  # "positive" | "sampler" | "weighting"
+    part: str  # "positive" | "sampler" | "weighting" | "setting"
     doc: str
     low: float | None = None  # numeric range, inclusive unless the *_open flag says otherwise
     high: float | None = None
@@ -33,9 +33,12 @@ class Knob:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     integer: bool = False
+    optional: bool = False  # None is allowed and means "not set"
 
     def check(self, name: str, value: Any) -> Any:
         """Return ``value`` coerced to the knob's type, or raise ValueError naming the knob and the rule."""
+        if value is None and self.optional:
+            return None
         if self.choices is not None:
             if value not in self.choices:
                 raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(self.choices)}")
