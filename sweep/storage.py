@@ -6,11 +6,11 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from trainables.files import write_atomic as local_write_atomic
 
 DEFAULT_STORAGE = "./sweeps"
 
@@ -36,18 +36,7 @@ def write_atomic(path: str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` (local path or URI) so that readers see the old file or the new one, never half."""
     payload = data.encode() if isinstance(data, str) else data
     if not is_uri(path):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        local_write_atomic(path, payload)
         return
     fs, base = pafs.FileSystem.from_uri(path)
     # Object stores make a completed upload visible atomically; a local-style rename is not available there.

@@ -24,6 +24,7 @@ from trainables.augment import make_augment, make_eval_transform
 from trainables.config import TrialConfig
 from trainables.data import ImageData, load_image_data
 from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+from trainables.files import write_atomic
 from trainables.losses import two_view_loss
 from trainables.models import ContrastiveModel
 from trainables.sampling import POSITIVES, SAMPLERS, LabelIndex, positive_purity, resolve_partner_labels
@@ -70,9 +71,7 @@ def _build(cfg: TrialConfig) -> _Trial:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = load_image_data(
-        cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit
-    )
+    data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
     channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
     model = ContrastiveModel.build(
         cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim
@@ -108,9 +107,7 @@ def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
         return t.noisy_labels
     features = None
     if source == "pseudo":  # k-means of the current embeddings, refreshed at the start of every epoch
-        features = extract_features(
-            t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device
-        ).numpy()
+        features = extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
     return resolve_partner_labels(
         source,
         t.data.pretrain.y.numpy(),
@@ -171,9 +168,7 @@ def _evaluate(t: _Trial) -> dict[str, float]:
     # Spread of the normalised projections relative to a uniform one on the sphere (1.0 ~ uniform, 0 = collapsed).
     spread = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
     return {
-        "linear_acc": linear_probe_accuracy(
-            train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed
-        ),
+        "linear_acc": linear_probe_accuracy(train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed),
         "knn_acc": knn_accuracy(train_h, train_y, val_h, val_y, k=cfg.knn_k),
         "embedding_std": spread,
     }
@@ -234,14 +229,10 @@ def run_trial(
     return last
 
 
-def train(
-    config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one trial without Ray (``sweep train``): metrics to ``metrics.jsonl`` and TensorBoard, state to
     ``checkpoint.pt`` in ``out_dir``, each written atomically; a directory with a checkpoint is resumed."""
     import json
-    import os
-    import tempfile
     from pathlib import Path
 
     from tensorboardX import SummaryWriter
@@ -268,14 +259,8 @@ def train(
                 writer.add_scalar(key, value, metrics["epoch"])
         writer.flush()
         history.append(json.dumps(metrics))
-        for path, write in (
-            (ckpt, lambda f: torch.save(trial_state, f)),
-            (history_path, lambda f: f.write(("\n".join(history) + "\n").encode())),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.")
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
+        write_atomic(ckpt, lambda f: torch.save(trial_state, f))
+        write_atomic(history_path, ("\n".join(history) + "\n").encode())
         log(_epoch_line(metrics, cfg.epochs))
 
     try:
