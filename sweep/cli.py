@@ -10,11 +10,54 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 class UsageError(ValueError):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a missing value, `--num-samples abc`) in the same form: one line, not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _local_ray_binds_loopback(address: str | None) -> None:
+    import os
+
+    if not address:  # read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def parse_duration(text: str) -> float:
+    """'3600', '90m', '2h', '1.5d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = units.get(text[-1:].lower(), 0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise UsageError(f"--time-budget {text!r} is not a duration; write e.g. 3600, 90m, 2h") from None
+    if not seconds > 0:
+        raise UsageError(f"--time-budget {text!r} must be positive")
+    return seconds
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """--set key=value (YAML value: 0.1, true, null, text) -> {key: value}."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} must look like key=value, e.g. --set batch_size=64")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: {value!r} is not a value") from None
+    return out
 
 
 class Run:
@@ -24,13 +67,19 @@ class Run:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--space", default="digits", help="registered study (see `sweep spaces`) or file.py:function")
         p.add_argument("--name", help="sweep name (default: <space>-<timestamp>)")
-        p.add_argument("--storage", default="./sweeps", help="results directory or URI (s3://...)")
+        p.add_argument("--storage", default="./sweeps", help="results directory (default ./sweeps)")
         p.add_argument("--num-samples", type=int, help="number of trials (default: the study's)")
         p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
         p.add_argument("--epochs", type=int, help="full budget per trial, in epochs (default: the study's)")
+        p.add_argument("--strategies", help="comma-separated subset of the space's strategies (default: all)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="fix a trial setting or parameter for every trial, e.g. --set batch_size=64 (repeatable)")
         p.add_argument("--cpus-per-trial", type=float, default=1.0)
         p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
         p.add_argument("--seed", type=int, default=0, help="seeds the search and every trial")
+        p.add_argument("--max-failures", type=int, default=2,
+                       help="retries of a trial whose worker raises or dies, from its last checkpoint (default 2)")
+        p.add_argument("--time-budget", help="stop the sweep after this long, all sessions together (3600, 90m, 2h)")
         p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         p.add_argument("--data-root", help="local root of a real dataset (CIFAR, STL-10, ImageFolder)")
         p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (bound to 127.0.0.1)")
@@ -41,17 +90,17 @@ class Run:
         import os
 
         address = args.address or os.environ.get("RAY_ADDRESS")
-        if not address:  # read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        from sweep.runner import SweepSettings, run
-
+        _local_ray_binds_loopback(address)
         for flag in ("num_samples", "max_concurrent", "epochs"):
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} is {value} but must be >= 1")
-        for flag in ("cpus_per_trial", "gpus_per_trial"):
+        for flag in ("cpus_per_trial", "gpus_per_trial", "max_failures", "seed"):
             if getattr(args, flag) < 0:
-                raise UsageError(f"--{flag.replace('_', '-')} must be >= 0")
+                raise UsageError(f"--{flag.replace('_', '-')} is {getattr(args, flag)} but must be >= 0")
+        strategies = [x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None
+        from sweep.runner import SweepSettings, run
+
         settings = SweepSettings(
             space=args.space,
             name=args.name,
@@ -62,12 +111,54 @@ class Run:
             cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial,
             seed=args.seed,
-            address=args.address or os.environ.get("RAY_ADDRESS"),
+            address=address,
             data_root=args.data_root,
             smoke_test=args.smoke_test,
             dashboard=args.dashboard,
+            max_failures=args.max_failures,
+            time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
+            strategies=strategies,
+            overrides=parse_sets(args.set),
         )
         return run(settings)
+
+
+class Resume:
+    help = "continue an interrupted sweep with its own settings; finished trials are kept, unfinished ones go on"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="the sweep's name (its directory under --storage)")
+        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+        p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
+        p.add_argument("--max-concurrent", type=int, help="trials at once (default: the sweep's own)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import os
+
+        if args.max_concurrent is not None and args.max_concurrent < 1:
+            raise UsageError(f"--max-concurrent is {args.max_concurrent} but must be >= 1")
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        _local_ray_binds_loopback(address)
+        from sweep.runner import resume
+
+        return resume(args.name, args.storage, address=address, max_concurrent=args.max_concurrent)
+
+
+class Status:
+    help = "where a sweep stands: trials finished, stopped, failed, running; best score per strategy; epochs spent"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="the sweep's name (its directory under --storage)")
+        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from sweep.status import status
+
+        return status(args.name, args.storage)
 
 
 class Train:
@@ -103,7 +194,7 @@ class Spaces:
         return 0
 
 
-COMMANDS: dict[str, Any] = {"run": Run, "train": Train, "spaces": Spaces}
+COMMANDS: dict[str, Any] = {"run": Run, "resume": Resume, "status": Status, "train": Train, "spaces": Spaces}
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -126,7 +217,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))

@@ -9,23 +9,25 @@ from typing import Any
 from ray.tune import Callback
 
 from sweep.ranking import describe_config
+from trainables.tune_entry import RESUME_KEY, TRIAL_KEY
 
 
 class Progress(Callback):
-    def __init__(self, num_samples: int, max_epochs: int, metric: str, out: Any = sys.stdout) -> None:
+    def __init__(self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout) -> None:
         self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
-        self.started = self.ended = 0
+        self.ended = done  # trials finished in earlier sessions count towards the total
         self.t0 = time.perf_counter()
 
     def _print(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", file=self.out, flush=True)
 
+    @staticmethod
+    def _name(trial: Any) -> str:
+        return f"#{trial.config.get(TRIAL_KEY)} {trial.config.get('strategy')}"
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.started += 1
-        self._print(
-            f"start {self.started:>3}/{self.num_samples} {trial.trial_id} "
-            f"{trial.config.get('strategy')} {describe_config(trial.config)}"
-        )
+        how = "resume" if trial.config.get(RESUME_KEY) else "start "
+        self._print(f"{how} {self._name(trial)} {describe_config(trial.config)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
@@ -36,13 +38,15 @@ class Progress(Callback):
             how = f"ended: {r['stop_reason']}"
         shown = f"{score:.4f}" if isinstance(score, (int, float)) else "n/a"
         self._print(
-            f"done  {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
+            f"done  {self.ended:>3}/{self.num_samples} {self._name(trial)}: "
             f"{how} at epoch {epoch}/{self.max_epochs}, {self.metric} {shown}"
         )
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"retry {self._name(trial)}: its worker failed; going on from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
         self._print(
-            f"error {self.ended:>3}/{self.num_samples} {trial.trial_id} {trial.config.get('strategy')}: "
-            f"failed after retries (see {trial.path})"
+            f"error {self.ended:>3}/{self.num_samples} {self._name(trial)}: failed after retries (see {trial.path})"
         )

@@ -9,7 +9,7 @@ equal budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,16 +32,23 @@ HIDDEN_CONFIG_KEYS = {
     "image_size",
     "task",
     "weight_decay",
+    "sweep_trial",
+    "sweep_session",
+    "sweep_resume",
 }
+
+
+# A trial's state in words, from its Optuna state: ASHA-stopped trials are PRUNED, NaN/collapse/errors FAIL.
+STATUS_OF = {"COMPLETE": "finished", "PRUNED": "stopped", "FAIL": "failed", "RUNNING": "running"}
 
 
 @dataclass(frozen=True)
 class TrialRecord:
-    trial_id: str
+    number: int
     config: dict[str, Any]
     history: list[dict[str, Any]]  # one dict per reported epoch, in order
-    status: str = ""  # Tune's status: TERMINATED, ERROR, RUNNING, PENDING
-    error: str = ""
+    status: str = ""  # finished (full budget), stopped (early, by the scheduler or a time budget), failed, running
+    reason: str = ""  # why it stopped or failed
 
     @property
     def last(self) -> dict[str, Any]:
@@ -50,6 +57,28 @@ class TrialRecord:
     @property
     def epochs(self) -> int:
         return int(self.last.get("epoch", 0))
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("finished", "stopped", "failed")
+
+
+def records_from(study: Any, saved: Mapping[int, Any]) -> list[TrialRecord]:
+    """One record per trial the study has handed out, with the history of its newest checkpoint on disk."""
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name not in STATUS_OF:
+            continue
+        records.append(
+            TrialRecord(
+                number=t.number,
+                config=dict(t.user_attrs.get("config") or t.params),
+                history=list(saved[t.number].history) if t.number in saved else [],
+                status=STATUS_OF[t.state.name],
+                reason=str(t.user_attrs.get("reason", "")),
+            )
+        )
+    return records
 
 
 @dataclass(frozen=True)
@@ -81,8 +110,8 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
                 epochs=best.epochs if best else 0,
                 full_budget=bool(best and best.epochs >= max_epochs),
                 trials=len(recs),
-                early_stopped=sum(1 for r in recs if r.status != "ERROR" and r.history and r.epochs < max_epochs),
-                failed=sum(1 for r in recs if r.status == "ERROR"),
+                early_stopped=sum(1 for r in recs if r.status == "stopped"),
+                failed=sum(1 for r in recs if r.status == "failed"),
                 best=best,
             )
         )

@@ -1,30 +1,40 @@
-"""`sweep run`: build the Tuner (OptunaSearch + ASHA on Ray Tune), run it, print and save the ranking."""
+"""`sweep run` and `sweep resume`: check everything, then drive one session of the sweep on Ray Tune.
+
+A session is one driver process's share of a sweep. The sweep's state lives on disk (see :mod:`sweep.ledger`), so a
+session killed at any moment is continued by the next one: finished trials stay finished, unfinished ones go on
+from their newest checkpoint under their own number, and new trials are asked for until the budget is spent.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import signal
+import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+
 from search_spaces import Study, describe_space, load_study
-from sweep import ranking
-from sweep.storage import join, resolve_storage, write_atomic
-from sweep.study import SpaceWithOverrides, make_scheduler, make_searcher
+from sweep import ledger, ranking
+from sweep.storage import is_uri, join, read_text, resolve_storage, storage_hint, write_atomic
 from trainables.config import TrialConfig
 from trainables.data import check_dataset
 
-SETTINGS_FILE = "sweep.json"
-RANKING_FILE = "ranking.md"
-
-# Ray snapshots its experiment state every 10 s by default; a kill loses what happened since. 1 s costs little here.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+# Ray's own snapshots are not what a resume reads, but keep them fresh for anyone who looks.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C and SIGTERM are ours to handle (graceful stop, then a resume hint); see _Interrupt.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+
+HEARTBEAT_S = 5.0
+ADDRESS_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -44,6 +54,9 @@ class SweepSettings:
     data_root: str | None = None
     smoke_test: bool = False
     dashboard: bool = False
+    max_failures: int = 2
+    time_budget_s: float | None = None
+    strategies: list[str] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,23 +88,138 @@ def default_concurrency(resources: dict[str, float], s: SweepSettings) -> int:
     return max(1, int(min(fits, default=1) + 1e-9))
 
 
-def _trial_dirname(trial: Any) -> str:
-    return f"{trial.config.get('strategy', 'trial')}_{trial.trial_id}"
+@dataclass(frozen=True)
+class Plan:
+    """A sweep checked and resolved: what `sweep run` saves in sweep.json and `sweep resume` reads back."""
+
+    settings: SweepSettings
+    study: Study
+    strategies: tuple[str, ...]
+    epochs: int
+    num_samples: int
+    name: str
+    storage: str
+
+    @property
+    def exp(self) -> str:
+        return join(self.storage, self.name)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "settings": asdict(self.settings),
+                "name": self.name,
+                "storage": self.storage,
+                "space": self.study.name,
+                "strategies": list(self.strategies),
+                "num_samples": self.num_samples,
+                "epochs": self.epochs,
+                "metric": self.study.metric,
+                "mode": self.study.mode,
+                "scheduler": self.study.scheduler,
+            },
+            indent=2,
+        )
 
 
-def plan(s: SweepSettings) -> tuple[Study, tuple[str, ...], dict[str, Any], int, int]:
-    """Check everything that can be checked before Ray starts; return the study, strategies, config, epochs, n."""
+def plan(s: SweepSettings) -> Plan:
+    """Check everything that can be checked before anything is written or Ray starts."""
     study = load_study(s.space)
-    strategies, fixed = describe_space(study.space)
-    config = {**fixed, **trial_overrides(s)}
+    try:
+        every, fixed = describe_space(study.space)
+    except ValueError:
+        raise
+    except Exception as exc:  # a user's function that raises: one line, not a traceback
+        raise ValueError(
+            f"search space {study.name!r} raised {type(exc).__name__}: {exc}; fix the function"
+        ) from None
+    strategies = every
+    if s.strategies:
+        unknown = [x for x in s.strategies if x not in strategies]
+        if unknown:
+            raise ValueError(
+                f"strategy {unknown[0]!r} is not in space {study.name!r}; choose from {', '.join(strategies)}"
+            )
+        strategies = tuple(dict.fromkeys(s.strategies))
+    pinned = s.overrides.get("strategy")
+    if pinned is not None:  # `--set strategy=X` runs X alone (the overrides top every trial's config)
+        if pinned not in strategies:
+            raise ValueError(
+                f"--set strategy={pinned} is not a strategy of this sweep; choose from {', '.join(strategies)}"
+            )
+        strategies = (pinned,)
+    overrides = trial_overrides(s)
     for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
-        TrialConfig.from_dict({**config, "strategy": strategy})
-    cfg = TrialConfig.from_dict({**config, "strategy": strategies[0]})
+        _check_trial(study, strategy, fixed, overrides, every)
+    cfg = TrialConfig.from_dict({**fixed, "strategy": strategies[0], **overrides})
     check_dataset(cfg.dataset, cfg.data_root)
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
         raise ValueError(f"`--num-samples` is {num_samples} but must be >= 1")
-    return study, strategies, config, cfg.epochs, num_samples
+    storage = resolve_storage(s.storage)
+    name = s.name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"--name {name!r} must be a plain directory name (no '/', not starting with '.')")
+    return Plan(s, study, strategies, cfg.epochs, num_samples, name, storage)
+
+
+def _valid(config: dict[str, Any]) -> str:
+    """'' for a valid trial config, else why not."""
+    try:
+        TrialConfig.from_dict(config)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _check_trial(
+    study: Study, strategy: str, fixed: dict[str, Any], overrides: dict[str, Any], every: tuple[str, ...]
+) -> None:
+    """A branch's fixed settings topped with the command line's must be a valid trial; the error says whose to fix."""
+    problem = _valid({**fixed, "strategy": strategy, **overrides})
+    if not problem:
+        return
+    if _valid({**fixed, "strategy": strategy}) == problem:
+        fix = f"fix the settings that search space {study.name!r} returns"
+    else:
+        fix = "fix the --set, --epochs or --data-root value"
+        suits = [x for x in every if not _valid({**fixed, "strategy": x, **overrides})]
+        if suits:
+            fix += f", or keep to the strategies it suits: --strategies {','.join(suits)}"
+    raise ValueError(f"{problem} (trials of strategy {strategy!r}); {fix}")
+
+
+def check_writable(storage: str) -> None:
+    """A local storage directory must be creatable and writable; checked without creating anything."""
+    if is_uri(storage):
+        return
+    path = Path(storage)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not probe.is_dir() else "is not writable"
+        raise ValueError(f"cannot write the sweep to --storage {storage}: {probe} {what}; choose another --storage")
+
+
+def check_address(address: str | None, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """Fail fast, in one line, when nothing listens at a Ray address (ray.init would retry for a minute)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except ValueError:
+        reason = "it is not host:port"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    given = "--address" if os.environ.get("RAY_ADDRESS") != address else "RAY_ADDRESS"
+    raise ValueError(
+        f"no Ray cluster answers at {given} {address} ({reason}); start one with `ray start --head` "
+        f"or leave out {given} to run on a local Ray"
+    )
 
 
 def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> None:
@@ -114,116 +242,271 @@ def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) 
     )
 
 
-def run(s: SweepSettings, out=sys.stdout) -> int:
-    study, strategies, config, epochs, num_samples = plan(s)
-    name = s.name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = resolve_storage(s.storage)
-    exp = join(storage, name)
-    scheduler_kind = study.scheduler
-    n_strat = len(strategies)
-    print(
-        f"sweep {name}: space {study.name}, {num_samples} trials over {n_strat} strateg{'y' if n_strat == 1 else 'ies'}"
-        f", {epochs} epochs each at most, scheduler {scheduler_kind}, results in {exp}",
-        file=out,
-    )
-    if study.grid is None and num_samples % n_strat:
-        print(
-            f"note: {num_samples} trials over {n_strat} strategies: shares differ by one; "
-            f"use a multiple of {n_strat} for an equal share",
-            file=out,
-        )
-    write_atomic(
-        join(exp, SETTINGS_FILE),
-        json.dumps(
-            {
-                **asdict(s),
-                "name": name,
-                "storage": storage,
-                "num_samples": num_samples,
-                "epochs": epochs,
-                "metric": study.metric,
-                "mode": study.mode,
-            },
-            indent=2,
-        ),
-    )
+# --- the two entry points ---------------------------------------------------------------------------------------
 
+
+def run(s: SweepSettings, out=sys.stdout) -> int:
+    """`sweep run`: a new sweep."""
+    p = plan(s)
+    existing = read_text(join(p.exp, ledger.SETTINGS_FILE))
+    if existing is not None:
+        space = json.loads(existing).get("space")
+        hint = f"continue it with `sweep resume {p.name}{storage_hint(p.storage)}`"
+        if space != p.study.name:
+            raise ValueError(
+                f"sweep {p.name!r} already exists in {p.storage} with space {space!r}, not {p.study.name!r}; "
+                f"choose another --name (or {hint})"
+            )
+        raise ValueError(f"sweep {p.name!r} already exists in {p.storage}; {hint}, or choose another --name")
+    if not is_uri(p.exp) and Path(p.exp).exists() and any(Path(p.exp).iterdir()):
+        raise ValueError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
+    check_writable(p.storage)
+    check_address(s.address)
+    ledger.study_url(p.exp)  # remote storage is refused here, before anything is written
+    write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
+    ledger.create_study(p.exp, p.name, p.study.mode)
+    return _session(p, out)
+
+
+def load_plan(name: str, storage: str) -> Plan:
+    """The plan of an existing sweep, from its sweep.json; ValueError in one line when there is none."""
+    root = resolve_storage(storage)
+    text = read_text(join(root, name, ledger.SETTINGS_FILE))
+    if text is None:
+        raise ValueError(
+            f"no sweep {name!r} in {root}; check the name and --storage (a sweep directory holds "
+            f"{ledger.SETTINGS_FILE})"
+        )
+    saved = json.loads(text)
+    known = {f.name for f in fields(SweepSettings)}
+    settings = SweepSettings(**{k: v for k, v in saved["settings"].items() if k in known})
+    p = plan(settings)
+    return Plan(settings, p.study, tuple(saved["strategies"]), saved["epochs"], saved["num_samples"], name, root)
+
+
+def resume(name: str, storage: str, *, address: str | None = None, max_concurrent: int | None = None,
+           out=sys.stdout) -> int:
+    """`sweep resume`: continue an interrupted sweep with its own settings."""
+    p = load_plan(name, storage)
+    driver = ledger.read_driver(p.exp)
+    if ledger.is_live(driver):
+        last = driver["sessions"][-1]
+        raise ValueError(
+            f"sweep {name!r} is running (driver pid {last['pid']} on {last['host']}); "
+            "stop it first, or follow it with `sweep status`"
+        )
+    study = ledger.open_study(p.exp)
+    if study is None:
+        raise ValueError(f"sweep {name!r} in {p.storage} has no study database; it cannot be resumed")
+    done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
+    if done >= p.num_samples or driver.get("state") == "finished":
+        raise ValueError(
+            f"sweep {name!r} already finished ({done} of {p.num_samples} trials); see `sweep status {name}` "
+            "or start another with `sweep run --name NEW`"
+        )
+    if address is not None:
+        p.settings.address = address
+    if max_concurrent is not None:
+        p.settings.max_concurrent = max_concurrent
+    check_address(p.settings.address)
+    return _session(p, out)
+
+
+# --- one driver session -----------------------------------------------------------------------------------------
+
+
+class _Interrupt:
+    """Ctrl-C or SIGTERM: stop Tune gracefully (through its SIGUSR1 hook), say how to resume. A second one aborts;
+    nothing is lost either way, the state is on disk."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.fired or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            self.fired = True
+            raise KeyboardInterrupt
+        self.fired = True
+        print("\nstopping: trials in flight keep their last checkpoint (press Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _trial_dirname(trial: Any) -> str:
+    from trainables.tune_entry import TRIAL_KEY
+
+    return ledger.trial_dirname(trial.config[TRIAL_KEY], trial.config.get("strategy", "trial"))
+
+
+def _heartbeat_callback(exp: str, driver: dict[str, Any]) -> Any:
+    from ray.tune import Callback
+
+    class Heartbeat(Callback):
+        """Tells `sweep status` (and a would-be second driver) that this one is alive."""
+
+        def __init__(self) -> None:
+            self.last = 0.0
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            now = time.time()
+            if now - self.last >= HEARTBEAT_S:
+                self.last = now
+                driver["sessions"][-1]["heartbeat"] = now
+                ledger.write_driver(exp, driver)
+
+    return Heartbeat()
+
+
+def _session(p: Plan, out) -> int:
+    exp = p.exp
+    session, driver = ledger.start_session(exp)
+    try:
+        return _drive(p, session, driver, out)
+    finally:
+        if driver["state"] == "running":  # an exception: the next `sweep resume` picks up from here
+            driver["state"] = "interrupted"
+        driver["sessions"][-1]["heartbeat"] = time.time()
+        ledger.write_driver(exp, driver)
+
+
+def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
+    s, exp, epochs, n = p.settings, p.exp, p.epochs, p.num_samples
     init_ray(s.address, s.dashboard)
     import ray
     from ray import tune
 
     from sweep.progress import Progress
+    from sweep.study import SweepSearcher, TrialIndex, build_config, make_scheduler
     from trainables.tune_entry import trainable
 
-    searcher = make_searcher(
-        SpaceWithOverrides(study.space, trial_overrides(s)),
-        metric=study.metric,
-        mode=study.mode,
-        seed=s.seed,
-        max_t=epochs,
-        strategies=strategies,
-        num_samples=num_samples,
-        grid=study.grid,
+    study = ledger.open_study(exp)
+    scheduler = make_scheduler(p.study.scheduler, epochs)
+    scheduler.set_search_properties(p.study.metric, p.study.mode)
+    overrides = trial_overrides(s)
+    saved = ledger.newest_checkpoints(exp)
+
+    def rebuild(params: dict[str, Any]) -> dict[str, Any]:
+        import optuna
+
+        return build_config(p.study.space, optuna.trial.FixedTrial(params), overrides)
+
+    resumable = ledger.reconcile(study, saved, scheduler, epochs, p.study.metric, rebuild)
+    ledger.remove_leftovers(exp, saved)
+    asked = len(study.get_trials(deepcopy=False, states=ledger.ASKED))
+    done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
+    to_run = len(resumable) + max(0, n - asked)
+    verb = "resuming" if session else "sweep"
+    n_strat = len(p.strategies)
+    print(
+        f"{verb} {p.name}: space {p.study.name}, {n} trials over {n_strat} strateg{'y' if n_strat == 1 else 'ies'}, "
+        f"{epochs} epochs each at most, scheduler {p.study.scheduler}, results in {exp}",
+        file=out,
     )
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=make_scheduler(scheduler_kind, epochs),
-            metric=study.metric,
-            mode=study.mode,
-            num_samples=num_samples,
-            max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
-            trial_dirname_creator=_trial_dirname,
-            # One worker process serves trial after trial: torch and friends are imported once, not per trial.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[Progress(num_samples, epochs, study.metric, out=out)],
-            verbose=0,
-        ),
-    )
-    start = time.perf_counter()
-    grid = tuner.fit()
-    wall = time.perf_counter() - start
-    records = [_record(r) for r in grid if r.config]
-    rows = ranking.rank(records, study.metric, study.mode, epochs)
-    table = ranking.format_table(rows, study.metric, epochs)
-    spent = sum(r.epochs for r in records)
-    summary = (
-        f"{len(records)}/{num_samples} trials, {spent} trial-epochs of {num_samples * epochs} "
-        f"({spent / max(1, num_samples * epochs):.0%}), {wall:.0f} s"
-    )
-    print(f"\nranking by validation {study.metric} ({summary}):\n{table}", file=out)
-    write_atomic(join(exp, RANKING_FILE), f"# {name}\n\n{summary}\n\n{table}\n")
-    if len(records) < num_samples:
-        print(f"interrupted: {len(records)} of {num_samples} trials ran; results so far are in {exp}", file=out)
+    if session:
+        print(f"{done} trials finished before; {len(resumable)} to continue, {max(0, n - asked)} to start", file=out)
+    elif p.study.grid is None and n % n_strat:
+        print(f"note: {n} trials over {n_strat} strategies: shares differ by one; use a multiple of {n_strat} for an "
+              "equal share", file=out)
+
+    budget = None if s.time_budget_s is None else s.time_budget_s - ledger.time_spent(driver)
+    wall = 0.0
+    interrupt = _Interrupt()
+    if to_run and (budget is None or budget > 0):
+        searcher = SweepSearcher(
+            study,
+            p.study.space,
+            metric=p.study.metric,
+            mode=p.study.mode,
+            max_t=epochs,
+            num_samples=n,
+            strategies=p.strategies,
+            seed=s.seed,
+            session=session,
+            overrides=overrides,
+            grid=p.study.grid,
+            resume=resumable,
+            log=lambda msg: print(msg, file=out, flush=True),
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,  # metric and mode set on it and on the searcher; TuneConfig must not repeat them
+                num_samples=to_run,
+                max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
+                trial_dirname_creator=_trial_dirname,
+                # One worker process serves trial after trial: torch and friends are imported once, not per trial.
+                reuse_actors=True,
+                time_budget_s=budget,
+            ),
+            run_config=tune.RunConfig(
+                name=ledger.session_name(session),
+                storage_path=exp,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                callbacks=[
+                    TrialIndex(searcher),
+                    Progress(n, epochs, p.study.metric, done=done, out=out),
+                    _heartbeat_callback(exp, driver),
+                ],
+                verbose=0,
+            ),
+        )
+        # Tune's own end-of-run advice (Tuner.restore, missing result files of trials that never reported) is wrong
+        # for a sweep resumed by `sweep resume`; our lines say what happened.
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        start = time.perf_counter()
+        with interrupt:
+            tuner.fit()
+        wall = time.perf_counter() - start
+
+    saved = ledger.newest_checkpoints(exp)
+    unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    asked = len(study.get_trials(deepcopy=False, states=ledger.ASKED))
+    out_of_time = budget is not None and wall >= budget - 1.0
+    state = "finished"
+    if interrupt.fired or (not out_of_time and (unfinished or asked < n)):
+        state = "interrupted"
+    elif unfinished or asked < n:
+        cut = ledger.cut_unfinished(study, saved, epochs, p.study.metric, "time budget")
+        print(f"time budget of {s.time_budget_s:.0f} s spent: {cut} trial(s) cut, {n - asked} never started",
+              file=out)
+        state = "finished"
+    ledger.remove_leftovers(exp, saved)
+    records = ranking.records_from(study, saved)
+    _print_ranking(p, records, wall, out)
+    driver["state"] = state
+    if state == "interrupted":
+        print(
+            f"interrupted: {len([r for r in records if r.finished])} of {n} trials finished. "
+            f"Continue with: sweep resume {p.name}{storage_hint(p.storage)}",
+            file=out,
+        )
         return 130
-    failed = sum(1 for r in records if r.status == "ERROR")
+    failed = [r for r in records if r.status == "failed"]
     if failed:
-        print(f"{failed} trial(s) failed; their error files are under {exp}", file=out)
+        print(f"{len(failed)} trial(s) failed; `sweep status {p.name}` lists why", file=out)
     return 0
 
 
-def _record(result: Any) -> ranking.TrialRecord:
-    df = result.metrics_dataframe
-    history = []
-    if df is not None and len(df):
-        # a restored trial may repeat a row: keep the last report of each epoch
-        df = df.drop_duplicates(subset="epoch", keep="last") if "epoch" in df else df
-        history = [
-            {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-            for row in df.to_dict("records")
-        ]
-    status = "ERROR" if result.error else "TERMINATED"
-    return ranking.TrialRecord(
-        trial_id=str(result.metrics.get("trial_id", "")),
-        config=dict(result.config),
-        history=history,
-        status=status,
-        error=str(result.error or ""),
+def _print_ranking(p: Plan, records: list[ranking.TrialRecord], wall: float, out) -> None:
+    rows = ranking.rank(records, p.study.metric, p.study.mode, p.epochs)
+    table = ranking.format_table(rows, p.study.metric, p.epochs)
+    spent = sum(r.epochs for r in records)
+    budget = p.num_samples * p.epochs
+    summary = (
+        f"{len(records)}/{p.num_samples} trials, {spent} trial-epochs of {budget} ({spent / max(1, budget):.0%})"
+        + (f", {wall:.0f} s this session" if wall else "")
     )
+    print(f"\nranking by validation {p.study.metric} ({summary}):\n{table}", file=out)
+    write_atomic(join(p.exp, ledger.RANKING_FILE), f"# {p.name}\n\n{summary}\n\n{table}\n")

@@ -24,6 +24,12 @@ def resolve_storage(storage: str) -> str:
     return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
 
 
+def storage_hint(storage: str) -> str:
+    """`` --storage X`` for a command line the user can paste, or nothing for the default storage."""
+    resolved = resolve_storage(storage)
+    return "" if resolved == resolve_storage(DEFAULT_STORAGE) else f" --storage {resolved}"
+
+
 def join(base: str, *parts: str) -> str:
     """``base/parts...`` for a path or a URI, keeping a URI's query string (endpoint, region) at the end."""
     if not is_uri(base):

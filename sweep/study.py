@@ -1,68 +1,51 @@
 """Searcher and scheduler for one sweep, built by strict factories.
 
-Wiring (RAY_TUNE_NOTES sections 2-3): metric and mode go on the OptunaSearch *and* in TuneConfig; ASHA is left bare
-and learns them from TuneConfig. ASHA is the only early stopping: OptunaSearch forces Optuna's NopPruner, so no
-Optuna pruner is configured here.
+Wiring (RAY_TUNE_NOTES sections 2-3): metric and mode go on the searcher *and* in TuneConfig; ASHA is left bare and
+learns them from TuneConfig. ASHA is the only early stopping (no Optuna pruner).
 
-Fairness: every strategy gets the same number of trials (the strategy of each trial is enqueued round-robin; TPE
-picks the rest), and a trial that ASHA stops is told to Optuna as PRUNED at the epoch it reached, not as COMPLETE
-with its low-budget score (Ray's default), so TPE never mistakes a short run for a finished one.
+The searcher is ours, not Ray's OptunaSearch: it keeps the Optuna study in ``study.db`` (every ask, report and tell
+committed as it happens) instead of pickling it at Ray's snapshots, so a killed driver loses nothing and a resumed
+sweep hands out no trial number twice. It also tells Optuna what Ray's OptunaSearch gets wrong: an ASHA-stopped trial
+is PRUNED at the epoch it reached (not COMPLETE with its low-budget score), and a NaN, a collapse or an error is a
+FAIL with its reason (never a trial left RUNNING forever).
+
+Fairness: every strategy gets the same number of trials (trial N runs strategies[N mod S], enqueued in the study so
+that the assignment survives a restart); TPE picks the rest.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
+from ray.tune.search import Searcher
+
+from sweep.ledger import ASKED, Resumable, judge, report_history, tell
+from trainables.config import TrialConfig
+from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
 TIME_ATTR = "epoch"  # reported by every trial, 1-based: ASHA's time unit and Optuna's step
-
-
-class PrunedAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that steps Optuna by our epoch and records early-stopped trials as PRUNED."""
-
-    def __init__(self, *args: Any, max_t: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_t = max_t
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        value, step = result.get(self.metric), result.get(TIME_ATTR)
-        if _finite(value) and step is not None:
-            trial = self._ot_trials[trial_id]
-            if step not in trial.storage.get_trial(trial._trial_id).intermediate_values:
-                trial.report(float(value), int(step))
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        result = result or {}
-        value, step = result.get(self.metric), result.get(TIME_ATTR)
-        if not error and step is not None and step < self._max_t and _finite(value):
-            self.on_trial_result(trial_id, result)
-            self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        if not error and not _finite(value):  # never hand Optuna a NaN: it would leave the trial RUNNING forever
-            self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def equal_share(strategies: Sequence[str], num_samples: int) -> list[dict[str, str]]:
     """Round-robin strategy assignments: trial k runs strategies[k mod S], so the shares differ by at most one."""
     return [{"strategy": strategies[k % len(strategies)]} for k in range(num_samples)]
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number``: suggestions depend on the seed and the history, not on how many
+    times the driver was restarted (a sampler reseeded on resume would replay its first random draws)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
 def make_sampler(seed: int, grid: Mapping[str, Sequence[Any]] | None = None) -> optuna.samplers.BaseSampler:
@@ -76,27 +59,169 @@ def make_sampler(seed: int, grid: Mapping[str, Sequence[Any]] | None = None) -> 
         )
 
 
-def make_searcher(
-    space: Any,
-    *,
-    metric: str,
-    mode: str,
-    seed: int,
-    max_t: int,
-    strategies: Sequence[str],
-    num_samples: int,
-    grid: Mapping[str, Sequence[Any]] | None = None,
-) -> PrunedAwareOptunaSearch:
-    # A grid enumerates the strategies itself; enqueueing would fight it.
-    points = equal_share(strategies, num_samples) if grid is None and len(strategies) > 1 else None
-    return PrunedAwareOptunaSearch(
-        space=space,
-        metric=metric,
-        mode=mode,
-        sampler=make_sampler(seed, grid),
-        points_to_evaluate=points,
-        max_t=max_t,
-    )
+class Pinned:
+    """An Optuna trial whose suggestions for the pinned names return the pinned value and are not searched.
+
+    It lets ``--set lr=0.1`` fix a parameter that the space would otherwise suggest, so the study records only what
+    was searched and the config is what ran.
+    """
+
+    def __init__(self, trial: optuna.Trial | optuna.trial.FixedTrial, pinned: Mapping[str, Any]) -> None:
+        self._trial, self._pinned = trial, dict(pinned)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def _suggest(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in self._pinned:
+            return self._pinned[name]
+        return getattr(self._trial, kind)(name, *args, **kwargs)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return self._suggest("suggest_float", name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return self._suggest("suggest_int", name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._suggest("suggest_categorical", name, *args, **kwargs)
+
+
+def build_config(space: Callable, trial: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config: the space's suggestions and fixed settings, topped with the CLI's (epochs, seed, ...)."""
+    fixed = space(Pinned(trial, overrides)) or {}
+    return {**trial.params, **fixed, **overrides}
+
+
+class SweepSearcher(Searcher):
+    """Proposes trials from the durable study; resumes the unfinished ones first, under their own numbers."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: Callable,
+        *,
+        metric: str,
+        mode: str,
+        max_t: int,
+        num_samples: int,
+        strategies: Sequence[str],
+        seed: int,
+        session: int,
+        overrides: Mapping[str, Any] | None = None,
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        resume: Sequence[Resumable] = (),
+        log: Callable[[str], None] = print,
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study, self.space = study, space
+        self.max_t, self.num_samples, self.seed, self.session, self.grid = max_t, num_samples, seed, session, grid
+        # Enqueued even when there is one, so `--strategies x` holds; a grid enumerates them itself.
+        self.strategies = tuple(strategies) if grid is None else ()
+        self.overrides = dict(overrides or {})
+        self.resume = list(resume)
+        self.log = log
+        self.live: dict[str, int] = {}  # Tune trial id -> sweep trial number
+        self.trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for its error file), filled by TrialIndex
+        self._ids: dict[int, int] = {}  # sweep trial number -> Optuna's internal trial id
+
+    # --- proposing ---
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.resume:
+            r = self.resume.pop(0)
+            return self._start(trial_id, r.number, r.config, r.checkpoint)
+        while len(self.study.get_trials(deepcopy=False, states=ASKED)) < self.num_samples:
+            number, config = self._ask()
+            try:
+                TrialConfig.from_dict(config)
+            except ValueError as exc:  # a space that yields an invalid config: a failed trial, no compute spent
+                self.log(f"trial {number} not run: {exc}")
+                failed = judge(None, self.max_t, self.metric, error=f"invalid config: {exc}")
+                tell(self.study, self._get(number), failed)
+                continue
+            return self._start(trial_id, number, config, None)
+        return Searcher.FINISHED
+
+    def _ask(self) -> tuple[int, dict[str, Any]]:
+        n = len(self.study.get_trials(deepcopy=False))
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if self.strategies and not waiting:
+            self.study.enqueue_trial({"strategy": self.strategies[n % len(self.strategies)]})
+        # A GridSampler's seed orders its grid: it must stay the same for the whole sweep, or points repeat.
+        self.study.sampler = make_sampler(self.seed if self.grid is not None else trial_seed(self.seed, n), self.grid)
+        trial = self.study.ask()
+        try:
+            config = build_config(self.space, trial, self.overrides)
+        except Exception as exc:
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise ValueError(f"the search space raised {type(exc).__name__}: {exc}") from exc
+        trial.set_user_attr("config", config)
+        return trial.number, config
+
+    def _start(self, trial_id: str, number: int, config: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+        self.live[trial_id] = number
+        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: checkpoint}
+
+    def _get(self, number: int) -> optuna.trial.FrozenTrial:
+        return self.study.get_trials(deepcopy=False)[number]
+
+    # --- listening ---
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        number = self.live.get(trial_id)
+        value, step = result.get(self.metric), result.get(TIME_ATTR)
+        if number is None or step is None or not finite(value):
+            return
+        if number not in self._ids:
+            self._ids[number] = self._get(number)._trial_id
+        optuna.Trial(self.study, self._ids[number]).report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self.live.pop(trial_id, None)
+        if number is None:
+            return
+        frozen = self._get(number)
+        last = result if result and TIME_ATTR in result else None
+        if last is not None:
+            report_history(self.study, frozen, [last], self.metric)
+        reason = _error_reason(self.trials.get(trial_id)) if error else ""
+        outcome = judge(last, self.max_t, self.metric, stopped=True, error=reason)
+        if outcome is not None:
+            tell(self.study, frozen, outcome)
+
+    # The study lives in study.db, committed as it changes: nothing for Ray's snapshots to save or restore.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+class TrialIndex(Callback):
+    """Hands the searcher each Tune trial, so that a failed trial's error message reaches the study."""
+
+    def __init__(self, searcher: SweepSearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.searcher.trials[trial.trial_id] = trial
+
+
+def _error_reason(trial: Any) -> str:
+    """'error after N attempts: <the exception's last line>' from the trial's error file."""
+    if trial is None:
+        return "error"
+    attempts = getattr(trial.run_metadata, "num_failures", 0)
+    message = ""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        message = next((line for line in reversed(lines) if not line.startswith("Failure #")), "")
+    return f"error after {attempts} attempt{'s' if attempts != 1 else ''}: {message[:300] or 'see error.txt'}"
+
+
+# --- scheduling ----------------------------------------------------------------------------------------------------
 
 
 def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
@@ -105,6 +230,48 @@ def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int
         rungs.append(r)
         r *= reduction_factor
     return rungs
+
+
+def _keyed(trial: Any) -> Any:
+    """ASHA sees a trial by its sweep number, so a resumed trial (a new Tune trial) is the same trial to it."""
+    number = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
+    return trial if number is None else SimpleNamespace(trial_id=str(number))
+
+
+class DurableASHA(ASHAScheduler):
+    """Ray's ASHA, keyed by sweep trial number, whose rungs can be rebuilt from the histories on disk.
+
+    Ray restores ASHA with empty rungs (RAY_TUNE_NOTES section 4), so resumed trials would pass rungs they had
+    failed. :meth:`replay` feeds every epoch on disk back in the order it was reported instead.
+    """
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, _keyed(trial))
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return super().on_trial_result(tune_controller, _keyed(trial), result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        key = _keyed(trial)
+        if key.trial_id in self._trial_info:
+            super().on_trial_complete(tune_controller, key, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._trial_info.pop(_keyed(trial).trial_id, None)
+
+    def replay(self, histories: Mapping[int, Sequence[Mapping]], finished: set[int]) -> dict[int, str]:
+        """Replay every reported epoch by its timestamp; return each trial's decision after its last epoch."""
+        events = sorted(
+            (row.get("timestamp", 0.0), number, i) for number, rows in histories.items() for i, row in enumerate(rows)
+        )
+        decisions: dict[int, str] = {}
+        for _, number, i in events:
+            key, row = SimpleNamespace(trial_id=str(number)), histories[number][i]
+            self._trial_info.setdefault(key.trial_id, self._brackets[0])
+            decisions[number] = AsyncHyperBandScheduler.on_trial_result(self, None, key, dict(row))
+            if number in finished and i == len(histories[number]) - 1:
+                AsyncHyperBandScheduler.on_trial_complete(self, None, key, dict(row))
+        return decisions
 
 
 def make_scheduler(
@@ -119,18 +286,8 @@ def make_scheduler(
         grace_period = max(1, max_t // 6)
     if not 1 <= grace_period <= max_t:
         raise ValueError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+    return DurableASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
 
 
-class SpaceWithOverrides:
-    """A define-by-run space whose fixed settings are topped with the CLI's (epochs, seed, ...).
-
-    A module-level class, so the searcher state stays picklable with the standard pickle (RAY_TUNE_NOTES §5).
-    """
-
-    def __init__(self, space: Any, overrides: Mapping[str, Any]) -> None:
-        self.space = space
-        self.overrides = dict(overrides)
-
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {**(self.space(trial) or {}), **self.overrides}
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -35,7 +35,7 @@ CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 TEST_FRACTION = (
     0.15  # digits / imagefolder have no official test split: 70/15/15 with the default val_fraction
 )
-_FALLBACK = "or use --dataset digits"
+_FALLBACK = "or use the embedded `dataset: digits`"
 _NO_DOWNLOAD = "download it yourself; nothing is downloaded at run time"
 
 

@@ -23,3 +23,8 @@ def write_atomic(path: str | Path, data: bytes | Callable[[IO[bytes]], object]) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# What a sweep trial's checkpoint directory holds: the full trial state, and every epoch's metrics so far.
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"

@@ -4,29 +4,45 @@ from collections import Counter
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from search_spaces import SPACES, describe_space, load_study
-from sweep.study import SpaceWithOverrides, make_searcher
+from sweep.study import SweepSearcher, build_config
 from trainables.config import TrialConfig
 from trainables.strategies import STRATEGIES
+from trainables.tune_entry import SWEEP_KEYS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _searcher(study, *, strategies, num_samples, max_t=12, seed=0, overrides=None, grid=None):
+    return SweepSearcher(
+        optuna.create_study(direction="maximize" if study.mode == "max" else "minimize"),
+        study.space,
+        metric=study.metric,
+        mode=study.mode,
+        max_t=max_t,
+        num_samples=num_samples,
+        strategies=strategies,
+        seed=seed,
+        session=0,
+        overrides=overrides or {},
+        grid=grid,
+        log=lambda msg: None,
+    )
+
+
 def _suggest(searcher, n):
-    return [searcher.suggest(f"t{i}") for i in range(n)]
+    return [{k: v for k, v in searcher.suggest(f"t{i}").items() if k not in SWEEP_KEYS} for i in range(n)]
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
 def test_every_generated_config_is_accepted_by_the_trial(name):
     study = SPACES[name]
     strategies, fixed = describe_space(study.space)
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = OptunaSearch(
-        space=study.space, metric=study.metric, mode=study.mode, sampler=optuna.samplers.RandomSampler(seed=0)
-    )
-    configs = _suggest(searcher, 200)
+    sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = [build_config(study.space, sampler.ask(), {}) for _ in range(200)]
     for config in configs:
         cfg = TrialConfig.from_dict(config)
         assert cfg.strategy in strategies
@@ -62,47 +78,41 @@ def test_stl10_hcl_is_hcl_grid():
     study = SPACES["stl10_hcl"]
     assert study.grid["beta"] == (0.0, 0.5, 1.0, 2.0, 6.0) and study.grid["tau_plus"] == (0.0, 0.1)
     assert study.num_samples == 10 and study.scheduler == "fifo"
-    searcher = make_searcher(
-        study.space,
-        metric=study.metric,
-        mode=study.mode,
-        seed=0,
-        max_t=400,
-        strategies=("hard",),
-        num_samples=10,
-        grid=study.grid,
-    )
+    searcher = _searcher(study, strategies=("hard",), num_samples=10, max_t=400, grid=study.grid)
+    configs = _suggest(searcher, 10)
+    assert {(c["temperature"], c["lr"], c["strategy"], c["epochs"]) for c in configs} == {(0.5, 1e-3, "hard", 400)}
+    assert all(c["beta"] in study.grid["beta"] and c["tau_plus"] in study.grid["tau_plus"] for c in configs)
+    assert searcher.suggest("t10") == Searcher.FINISHED
+    # the grid is done once every point is told: no RuntimeError from GridSampler's study.stop() outside optimize()
+    for i in range(10):
+        searcher.on_trial_complete(f"t{i}", {"epoch": 400, study.metric: 0.5})
+    assert [t.state for t in searcher.study.trials] == [TrialState.COMPLETE] * 10
+
+
+def test_the_grid_runs_every_point_once():
+    study = SPACES["stl10_hcl"]
+    searcher = _searcher(study, strategies=("hard",), num_samples=10, max_t=400, grid=study.grid)
     configs = _suggest(searcher, 10)
     assert len({(c["beta"], c["tau_plus"]) for c in configs}) == 10
-    assert {(c["temperature"], c["lr"], c["strategy"]) for c in configs} == {(0.5, 1e-3, "hard")}
 
 
 def test_every_strategy_gets_an_equal_share_of_trials():
     strategies, _ = describe_space(SPACES["digits"].space)
-    searcher = make_searcher(
-        SPACES["digits"].space,
-        metric="linear_acc",
-        mode="max",
-        seed=0,
-        max_t=12,
-        strategies=strategies,
-        num_samples=3 * len(strategies),
-    )
-    counts = Counter(c["strategy"] for c in _suggest(searcher, 3 * len(strategies)))
+    searcher = _searcher(SPACES["digits"], strategies=strategies, num_samples=3 * len(strategies))
+    configs = _suggest(searcher, 3 * len(strategies))
+    counts = Counter(c["strategy"] for c in configs)
     assert set(counts.values()) == {3} and set(counts) == set(strategies)
+    assert [c["strategy"] for c in configs] == [strategies[k % len(strategies)] for k in range(len(configs))]
+
+
+def test_a_subset_of_strategies_is_all_that_runs():
+    searcher = _searcher(SPACES["digits"], strategies=("hard", "sp70"), num_samples=4)
+    assert [c["strategy"] for c in _suggest(searcher, 4)] == ["hard", "sp70", "hard", "sp70"]
 
 
 def test_same_seed_same_configs():
     def configs(seed):
-        s = make_searcher(
-            SPACES["digits"].space,
-            metric="linear_acc",
-            mode="max",
-            seed=seed,
-            max_t=12,
-            strategies=tuple(STRATEGIES),
-            num_samples=12,
-        )
+        s = _searcher(SPACES["digits"], strategies=tuple(STRATEGIES), num_samples=12, seed=seed)
         return _suggest(s, 12)
 
     assert configs(3) == configs(3)
@@ -110,10 +120,29 @@ def test_same_seed_same_configs():
 
 
 def test_cli_overrides_top_the_fixed_settings():
-    space = SpaceWithOverrides(SPACES["digits"].space, {"epochs": 3, "seed": 7})
     trial = optuna.create_study().ask()
-    fixed = space(trial)
-    assert fixed["epochs"] == 3 and fixed["seed"] == 7 and fixed["dataset"] == "digits"
+    config = build_config(SPACES["digits"].space, trial, {"epochs": 3, "seed": 7})
+    assert config["epochs"] == 3 and config["seed"] == 7 and config["dataset"] == "digits"
+    assert config["batch_size"] == 128  # the space's own fixed settings stay where nothing overrides them
+
+
+def test_set_pins_a_searched_parameter_out_of_the_search():
+    trial = optuna.create_study().ask()
+    config = build_config(SPACES["digits"].space, trial, {"lr": 0.1, "strategy": "hard"})
+    assert config["lr"] == 0.1 and config["strategy"] == "hard"
+    assert "lr" not in trial.params and "strategy" not in trial.params  # Optuna records only what it searched
+    assert {"temperature", "tau_plus", "beta"} <= set(trial.params)  # the pinned branch's knobs are searched
+    TrialConfig.from_dict(config)
+
+
+def test_set_through_the_searcher_gives_every_trial_the_value():
+    searcher = _searcher(
+        SPACES["digits"], strategies=("infonce", "hard"), num_samples=4, overrides={"temperature": 0.3, "epochs": 2}
+    )
+    configs = _suggest(searcher, 4)
+    assert {(c["temperature"], c["epochs"]) for c in configs} == {(0.3, 2)}
+    assert all("temperature" not in t.params for t in searcher.study.trials)
+    assert len({c["lr"] for c in configs}) == 4  # the rest is still searched
 
 
 def test_user_space_from_a_file(tmp_path):

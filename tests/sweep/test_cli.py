@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,29 +15,199 @@ import pytest
 SWEEP = str(Path(sys.executable).with_name("sweep"))
 
 
-def _sweep(*args, cwd=None, timeout=300, env=None):
-    return subprocess.run(
-        [SWEEP, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
+def _sweep(*args, cwd=None, timeout=300, env=None, unset=()):
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    return subprocess.run([SWEEP, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=environ)
 
 
 def _one_clear_line(proc):
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
 
 
-def test_unknown_space_is_one_line_and_exit_2(tmp_path):
-    line = _one_clear_line(_sweep("run", "--space", "nope", "--storage", str(tmp_path)))
-    assert "unknown search space 'nope'" in line and "digits" in line
-    assert not any(tmp_path.iterdir())  # nothing half-written
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def _refused(tmp_path, *args):
+    """`sweep ARGS` run in tmp_path: exit 2, one line, no traceback, no Ray started (a local Ray makes its session
+    directory under RAY_TMPDIR) and nothing new under tmp_path. Returns the line."""
+    ray_tmp = tmp_path.parent / f"{tmp_path.name}-ray"
+    before = _files(tmp_path)
+    line = _one_clear_line(_sweep(*args, cwd=tmp_path, env={"RAY_TMPDIR": str(ray_tmp)}, unset=("RAY_ADDRESS",)))
+    assert not ray_tmp.exists(), f"Ray was started: {line}"
+    assert _files(tmp_path) == before, f"files were written: {line}"
+    return line
+
+
+def _make_sweep(storage: Path, name: str, *, finished: int = 0, driver: dict | None = None) -> Path:
+    """A sweep of 4 trials as `sweep run` leaves it on disk (sweep.json, study.db, driver.json), without Ray."""
+    from sweep import ledger
+    from sweep.runner import SweepSettings, plan
+
+    p = plan(SweepSettings(space="digits", name=name, storage=str(storage), num_samples=4, epochs=2))
+    exp = storage / name
+    exp.mkdir(parents=True)
+    (exp / ledger.SETTINGS_FILE).write_text(p.to_json())
+    study = ledger.create_study(str(exp), name, "max")
+    for _ in range(finished):
+        study.tell(study.ask(), 0.5)
+    if driver is not None:
+        ledger.write_driver(str(exp), driver)
+    return exp
+
+
+SYNTAX_ERROR_SPACE = """
+def space(trial)
+    pass
+"""
+USER_SPACES = """
+def negative_epochs(trial):
+    trial.suggest_categorical("strategy", ["infonce", "hard"])
+    return {"epochs": -3}
+
+def unknown_strategy(trial):
+    trial.suggest_categorical("strategy", ["infonce", "nope"])
+    return {}
+
+def raises(trial):
+    trial.suggest_categorical("strategy", ["infonce"])
+    return {"epochs": undefined_name}
+
+def no_strategy(trial):
+    trial.suggest_float("lr", 1e-4, 1e-2)
+    return {}
+"""
+
+BAD_RUNS = {
+    "unknown space": (["--space", "nope"], ["unknown search space 'nope'", "digits", "file.py:function"]),
+    "space file syntax error": (["--space", "syntax.py:space"], ["could not import", "SyntaxError"]),
+    "space file without the function": (["--space", "spaces.py:missing"], ["has no function 'missing'"]),
+    "space file missing": (["--space", "/no/such/file.py:space"], ["not found", "file.py:function"]),
+    "space gives invalid epochs": (
+        ["--space", "spaces.py:negative_epochs"],
+        ["`epochs` is -3", ">= 1", "search space 'spaces.negative_epochs'"],
+    ),
+    "space gives unknown strategy": (
+        ["--space", "spaces.py:unknown_strategy"],
+        ["unknown strategy 'nope'", "search space 'spaces.unknown_strategy'"],
+    ),
+    "space raises": (["--space", "spaces.py:raises"], ["raised NameError", "fix the function"]),
+    "space without strategy": (["--space", "spaces.py:no_strategy"], ["`strategy`", "suggest_categorical"]),
+    "unknown strategy": (["--strategies", "nope"], ["strategy 'nope' is not in space 'digits'", "choose from"]),
+    "temperature out of range": (["--set", "temperature=-1"], ["`temperature` is -1.0", "> 0", "--set"]),
+    "batch size out of range": (["--set", "batch_size=1"], ["`batch_size` is 1", ">= 2", "--set"]),
+    "knob of another strategy": (["--set", "beta=1"], ["`beta` is not a knob of strategy", "--strategies "]),
+    "pinned unknown strategy": (["--set", "strategy=nope"], ["--set strategy=nope", "choose from"]),
+    "set without equals": (["--set", "noequals"], ["--set 'noequals'", "key=value"]),
+    "set unknown key": (["--set", "bogus=1"], ["unknown config key `bogus`"]),
+    "zero samples": (["--num-samples", "0"], ["--num-samples is 0", ">= 1"]),
+    "negative epochs": (["--epochs", "-1"], ["--epochs is -1", ">= 1"]),
+    "negative max failures": (["--max-failures", "-1"], ["--max-failures is -1", ">= 0"]),
+    "zero concurrency": (["--max-concurrent", "0"], ["--max-concurrent is 0", ">= 1"]),
+    "time budget not a duration": (["--time-budget", "abc"], ["--time-budget 'abc'", "3600"]),
+    "negative time budget": (["--time-budget=-5m"], ["--time-budget '-5m'", "positive"]),
+    "not a number": (["--num-samples", "abc"], ["--num-samples: invalid int value: 'abc'", "`sweep run --help`"]),
+    "value missing": (["--epochs"], ["--epochs: expected one argument", "`sweep run --help`"]),
+    "name with a slash": (["--name", "a/b"], ["--name 'a/b'", "plain directory name"]),
+    "dataset without root": (["--space", "stl10_hcl"], ["stl10 needs a data root", "stl10_binary"]),
+    "dataset not in root": (["--space", "stl10_hcl", "--data-root", "."], ["stl10 not found under", "stl10_binary"]),
+    "no cluster at address": (["--address", "127.0.0.1:1"], ["no Ray cluster answers at --address", "ray start"]),
+}
+
+
+@pytest.mark.parametrize("args, expected", BAD_RUNS.values(), ids=BAD_RUNS.keys())
+def test_bad_run_input_is_one_line_and_nothing_is_written(args, expected, tmp_path):
+    (tmp_path / "syntax.py").write_text(SYNTAX_ERROR_SPACE)
+    (tmp_path / "spaces.py").write_text(USER_SPACES)
+    line = _refused(tmp_path, "run", "--storage", "store", "--num-samples", "2", *args)
+    assert line.startswith("sweep run: error: ")
+    for text in expected:
+        assert text in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_storage_that_cannot_be_written_is_refused_before_anything_is_made(tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    line = _refused(tmp_path, "run", "--storage", str(tmp_path / "afile" / "sub"), "--num-samples", "2")
+    assert "afile is not a directory" in line and "choose another --storage" in line
+    assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("space", ["digits", "stl10_hcl"], ids=["same space", "another space"])
+def test_run_of_an_existing_name_points_to_resume_or_another_name(space, tmp_path):
+    _make_sweep(tmp_path / "store", "x")
+    (tmp_path / "stl" / "stl10_binary").mkdir(parents=True)  # enough for stl10_hcl's dataset check
+    line = _refused(tmp_path, "run", "--space", space, "--data-root", "stl", "--storage", "store", "--name", "x")
+    assert "sweep 'x' already exists" in line
+    assert "`sweep resume x --storage " in line and "another --name" in line
+    if space != "digits":
+        assert "with space 'digits', not 'stl10_hcl'" in line
+
+
+def test_run_into_a_directory_that_is_not_a_sweep_is_refused(tmp_path):
+    (tmp_path / "store" / "x").mkdir(parents=True)
+    (tmp_path / "store" / "x" / "mine.txt").write_text("keep")
+    line = _refused(tmp_path, "run", "--storage", "store", "--name", "x", "--num-samples", "2")
+    assert "is not a sweep" in line and "another --name" in line
+
+
+def test_resume_of_a_missing_sweep(tmp_path):
+    line = _refused(tmp_path, "resume", "ghost", "--storage", "store")
+    assert line.startswith("sweep resume: error: ") and "no sweep 'ghost'" in line and "--storage" in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_resume_of_a_finished_sweep(tmp_path):
+    _make_sweep(tmp_path / "store", "x", finished=4, driver={"state": "finished", "sessions": []})
+    line = _refused(tmp_path, "resume", "x", "--storage", "store")
+    assert "sweep 'x' already finished (4 of 4 trials)" in line
+    assert "sweep status x" in line and "sweep run --name" in line
+
+
+def test_resume_of_a_running_sweep_is_refused(tmp_path):
+    now = time.time()
+    live = {"started": now, "heartbeat": now, "host": socket.gethostname(), "pid": os.getpid()}  # this process
+    _make_sweep(tmp_path / "store", "x", finished=1, driver={"state": "running", "sessions": [live]})
+    line = _refused(tmp_path, "resume", "x", "--storage", "store")
+    assert "sweep 'x' is running" in line and f"pid {os.getpid()}" in line and "sweep status" in line
+
+
+def test_resume_with_no_cluster_at_the_address(tmp_path):
+    _make_sweep(tmp_path / "store", "x", finished=1, driver={"state": "interrupted", "sessions": []})
+    line = _refused(tmp_path, "resume", "x", "--storage", "store", "--address", "127.0.0.1:1")
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in line and "ray start" in line
+
+
+def test_resume_with_bad_max_concurrent(tmp_path):
+    _make_sweep(tmp_path / "store", "x")
+    line = _refused(tmp_path, "resume", "x", "--storage", "store", "--max-concurrent", "0")
+    assert "--max-concurrent is 0" in line
+
+
+def test_status_of_a_missing_sweep(tmp_path):
+    line = _refused(tmp_path, "status", "ghost", "--storage", "store")
+    assert line.startswith("sweep status: error: ") and "no sweep 'ghost'" in line and "--storage" in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_status_of_a_sweep_without_its_study(tmp_path):
+    exp = _make_sweep(tmp_path / "store", "x")
+    (exp / "study.db").unlink()
+    line = _refused(tmp_path, "status", "x", "--storage", "store")
+    assert "no study database" in line
+
+
+def test_status_of_a_sweep_that_never_ran(tmp_path):
+    _make_sweep(tmp_path / "store", "x", finished=1)
+    proc = _sweep("status", "x", "--storage", str(tmp_path / "store"))
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep x: not started" in proc.stdout
+    assert "1 finished" in proc.stdout and "3 not started" in proc.stdout
+    assert "continue with: sweep resume x --storage" in proc.stdout
 
 
 def test_unknown_config_key_is_one_line_and_exit_2(tmp_path):
@@ -50,23 +222,6 @@ def test_missing_dataset_root_is_one_line_and_exit_2(tmp_path):
     cfg.write_text(json.dumps({"dataset": "cifar10", "data_root": str(tmp_path / "nowhere")}))
     line = _one_clear_line(_sweep("train", "--config", str(cfg)))
     assert "cifar10" in line and "nowhere" in line
-    line = _one_clear_line(
-        _sweep(
-            "run",
-            "--space",
-            "stl10_hcl",
-            "--storage",
-            str(tmp_path / "s"),
-            "--data-root",
-            str(tmp_path / "nowhere"),
-        )
-    )
-    assert "stl10" in line
-
-
-@pytest.mark.parametrize("args", [["--num-samples", "0"], ["--space", "/no/file.py:space"]])
-def test_other_bad_run_arguments_are_one_line(args, tmp_path):
-    _one_clear_line(_sweep("run", "--storage", str(tmp_path), *args))
 
 
 def test_missing_config_file_is_one_line(tmp_path):
@@ -101,6 +256,10 @@ def test_train_runs_without_ray_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end(tmp_path, ray_session):
+    from optuna.trial import TrialState
+
+    from sweep import ledger
+
     address = ray_session.get_runtime_context().gcs_address
     proc = _sweep(
         "run",
@@ -118,15 +277,31 @@ def test_smoke_sweep_end_to_end(tmp_path, ray_session):
     exp = tmp_path / "smoke"
     assert json.loads((exp / "sweep.json").read_text())["num_samples"] == 4
     assert "| rank | strategy |" in (exp / "ranking.md").read_text()
-    trial_dirs = [d for d in exp.iterdir() if d.is_dir() and (d / "params.json").exists()]
+    assert json.loads((exp / "driver.json").read_text())["state"] == "finished"
+    study = ledger.open_study(str(exp))
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state in ledger.FINISHED for t in trials)
+    assert any(t.state == TrialState.COMPLETE for t in trials)  # the best of rung 1 goes on to the full budget
+    # session-0/NNNN_<strategy>/ per trial, named by its sweep trial number
+    trial_dirs = sorted(d for d in (exp / "session-0").iterdir() if d.is_dir() and (d / "params.json").exists())
     assert len(trial_dirs) == 4
-    for d in trial_dirs:
+    for number, d in enumerate(trial_dirs):
+        params = json.loads((d / "params.json").read_text())
+        assert d.name == f"{number:04d}_{params['strategy']}"
+        assert params["sweep_trial"] == number and params["sweep_session"] == 0
         assert list(d.glob("events.out.tfevents*")), f"no TensorBoard events in {d}"
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
         assert rows and {"epoch", "loss", "linear_acc", "knn_acc", "time_train_s"} <= set(rows[-1])
-        assert list(d.glob("checkpoint_*/state.pt"))
+        checkpoints = sorted(d.glob("checkpoint_*"))
+        assert checkpoints and all((c / "state.pt").exists() and (c / "history.json").exists() for c in checkpoints)
+        history = json.loads((checkpoints[-1] / "history.json").read_text())
+        assert [r["epoch"] for r in history] == list(range(1, rows[-1]["epoch"] + 1))
+        assert trials[number].intermediate_values == {r["epoch"]: r["linear_acc"] for r in history}
+        assert not (d / ".staging").exists() or not any((d / ".staging").iterdir())
     strategies = {json.loads((d / "params.json").read_text())["strategy"] for d in trial_dirs}
     assert len(strategies) == 4  # round-robin: four trials, four different strategies
+    status = _sweep("status", "smoke", "--storage", str(tmp_path))
+    assert status.returncode == 0 and "sweep smoke: finished" in status.stdout, status.stdout + status.stderr
 
 
 def test_local_ray_listens_on_loopback_only(ray_session):

@@ -106,7 +106,7 @@ def test_missing_root_names_the_root(name: str, tmp_path) -> None:
     with pytest.raises(DatasetNotFoundError, match="not found under " + root) as info:
         load_image_data(name, root)
     message = str(info.value)
-    assert "\n" not in message and "--dataset digits" in message
+    assert "\n" not in message and "`dataset: digits`" in message
 
 
 @pytest.mark.parametrize(

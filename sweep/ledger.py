@@ -1,0 +1,352 @@
+"""The sweep's durable record, and how it is read back after a kill.
+
+A sweep directory (``<storage>/<name>/``) holds:
+
+- ``sweep.json``: the settings it was launched with, written once before Ray starts;
+- ``study.db``: the Optuna study (SQLite). Optuna commits every ask, report and tell, so a trial number is never
+  handed out twice and no outcome the driver has learnt is lost. Each trial's full configuration is a user attribute;
+- ``driver.json``: the driver sessions (``sweep run`` is session 0, each ``sweep resume`` the next), with the process
+  and a heartbeat, so ``sweep status`` can tell a live sweep from an interrupted one;
+- ``session-K/``: the Tune experiment of session K. Trial number N lives in ``session-K/NNNN_<strategy>/``; each of
+  its checkpoints holds ``state.pt`` and ``history.json`` (every epoch so far), written by the worker *before* the
+  driver hears of the epoch.
+
+After a kill the checkpoints may be a step ahead of study.db; :func:`reconcile` brings study.db up to date from them.
+Ray's experiment snapshots are not used to resume: they lag by the snapshot period, ignore checkpoints newer than
+the snapshot and restore ASHA with empty rungs (RAY_TUNE_NOTES section 4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pyarrow.fs as pafs
+from optuna.trial import TrialState
+
+from sweep.storage import is_uri, join, read_text, write_atomic
+from trainables.files import HISTORY_FILE, STATE_FILE
+
+SETTINGS_FILE = "sweep.json"
+STUDY_FILE = "study.db"
+DRIVER_FILE = "driver.json"
+RANKING_FILE = "ranking.md"
+SESSION_PREFIX = "session-"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+ASKED = (TrialState.RUNNING, *FINISHED)
+# A driver that has not written its heartbeat for this long is gone (it writes one every few seconds).
+HEARTBEAT_STALE_S = 60.0
+
+
+def session_name(k: int) -> str:
+    return f"{SESSION_PREFIX}{k}"
+
+
+def trial_dirname(number: int, strategy: str) -> str:
+    return f"{number:04d}_{strategy}"
+
+
+# --- the Optuna study ------------------------------------------------------------------------------------------
+
+
+def study_url(exp: str) -> str:
+    if is_uri(exp):  # SQLite needs a local file; remote storage keeps the rest (see README, "Running on a cluster")
+        raise ValueError(f"storage {exp!r} is not a local directory; the study database needs a local one")
+    return f"sqlite:///{join(exp, STUDY_FILE)}"
+
+
+def _storage(exp: str) -> optuna.storages.RDBStorage:
+    # A reader (`sweep status`) may meet the driver's write lock: wait for it rather than fail.
+    return optuna.storages.RDBStorage(study_url(exp), engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def create_study(exp: str, name: str, mode: str) -> optuna.Study:
+    os.makedirs(exp, exist_ok=True)
+    direction = "maximize" if mode == "max" else "minimize"
+    return optuna.create_study(storage=_storage(exp), study_name=name, direction=direction)
+
+
+def open_study(exp: str) -> optuna.Study | None:
+    if read_text(join(exp, SETTINGS_FILE)) is None or not os.path.isfile(join(exp, STUDY_FILE)):
+        return None
+    return optuna.load_study(storage=_storage(exp), study_name=None)
+
+
+# --- trial outcomes ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, as Optuna is told: COMPLETE with its score, PRUNED (stopped early) or FAIL, and why."""
+
+    state: TrialState
+    value: float | None = None
+    reason: str = ""
+
+
+def judge(
+    last: Mapping[str, Any] | None,
+    max_t: int,
+    metric: str,
+    *,
+    stopped: bool = False,
+    error: str = "",
+    cut: str = "",
+) -> Outcome | None:
+    """The outcome of a trial whose last report is ``last``; None while it is unfinished (it will be resumed).
+
+    ``stopped``: the scheduler stopped it after ``last``. ``error``: it raised after its retries. ``cut``: the sweep
+    ended it (a time budget). A non-finite loss, collapsed embeddings or a non-finite score is a failure with its
+    reason: never a NaN handed to Optuna, which would leave the trial RUNNING forever.
+    """
+    if error:
+        return Outcome(TrialState.FAIL, None, error)
+    if not last:
+        return Outcome(TrialState.PRUNED, None, f"{cut} before its first epoch") if cut else None
+    epoch, value = int(last.get("epoch", 0)), last.get(metric)
+    if last.get("stop_reason"):
+        return Outcome(TrialState.FAIL, None, f"{last['stop_reason']} at epoch {epoch}")
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        return Outcome(TrialState.FAIL, None, f"non-finite {metric} at epoch {epoch}")
+    if epoch >= max_t:
+        return Outcome(TrialState.COMPLETE, float(value))
+    if stopped:
+        return Outcome(TrialState.PRUNED, float(value), f"stopped early by the scheduler at epoch {epoch}")
+    if cut:
+        return Outcome(TrialState.PRUNED, float(value), f"{cut} at epoch {epoch}")
+    return None
+
+
+def report_history(study: optuna.Study, frozen: optuna.trial.FrozenTrial, history: Sequence[Mapping], metric: str):
+    """Tell Optuna every epoch of ``history`` it has not heard of yet (Optuna's step is our epoch)."""
+    trial = optuna.Trial(study, frozen._trial_id)
+    known = set(frozen.intermediate_values)
+    for row in history:
+        value, step = row.get(metric), row.get("epoch")
+        if step is not None and step not in known and isinstance(value, (int, float)) and math.isfinite(value):
+            trial.report(float(value), int(step))
+            known.add(step)
+
+
+def tell(study: optuna.Study, frozen: optuna.trial.FrozenTrial, outcome: Outcome) -> None:
+    """Record ``outcome`` for a RUNNING trial; a no-op for a finished one (each outcome is told once)."""
+    if frozen.state != TrialState.RUNNING:
+        return
+    if outcome.reason:
+        optuna.Trial(study, frozen._trial_id).set_user_attr("reason", outcome.reason)
+    values = outcome.value if outcome.state == TrialState.COMPLETE else None
+    try:
+        study.tell(frozen.number, values, state=outcome.state)
+    except RuntimeError as exc:  # GridSampler calls study.stop() when the grid is done; outside optimize() it raises
+        if "Study.stop" not in str(exc):
+            raise
+
+
+# --- checkpoints on disk -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The newest complete checkpoint of one trial: where it is, which session wrote it, the history it holds."""
+
+    path: str
+    session: int
+    history: list[dict[str, Any]]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+
+def newest_checkpoints(exp: str) -> dict[int, Saved]:
+    """Per trial number, the checkpoint with the most epochs across every session (the later session on a tie).
+
+    A checkpoint a kill left half-copied (no loadable ``state.pt`` or ``history.json``) is skipped.
+    """
+    fs, base = pafs.FileSystem.from_uri(exp)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    candidates: dict[int, list[tuple[int, int, str, str]]] = {}
+    for info in infos:
+        if info.type != pafs.FileType.File or info.base_name != HISTORY_FILE:
+            continue
+        parts = info.path[len(base) :].strip("/").split("/")
+        if len(parts) != 4 or not parts[0].startswith(SESSION_PREFIX) or not parts[2].startswith(CHECKPOINT_PREFIX):
+            continue
+        try:
+            session, number = int(parts[0][len(SESSION_PREFIX) :]), int(parts[1].split("_", 1)[0])
+            index = int(parts[2][len(CHECKPOINT_PREFIX) :])
+        except ValueError:
+            continue
+        candidates.setdefault(number, []).append((session, index, info.path, join(exp, *parts[:3])))
+    out = {}
+    for number, found in candidates.items():
+        best = None
+        for session, index, history_path, ckpt in found:
+            history = _load_history(fs, history_path)
+            if history is None or not _is_zip(fs, history_path.rsplit("/", 1)[0] + "/" + STATE_FILE):
+                continue
+            key = (int(history[-1]["epoch"]) if history else 0, session, index)
+            if best is None or key > best[0]:
+                best = (key, Saved(ckpt, session, history))
+        if best is not None:
+            out[number] = best[1]
+    return out
+
+
+def _load_history(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]] | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            history = json.loads(f.read().decode())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
+        return None
+    return history
+
+
+def _is_zip(fs: pafs.FileSystem, path: str) -> bool:
+    """torch.save writes a zip whose directory sits at the end: a truncated copy has none."""
+    try:
+        with fs.open_input_file(path) as f:
+            return zipfile.is_zipfile(f)
+    except OSError:
+        return False
+
+
+def remove_leftovers(exp: str, saved: Mapping[int, Saved]) -> None:
+    """Delete what a kill leaves behind: checkpoint staging folders, and checkpoints of earlier sessions that a newer
+    one supersedes (the newest holds the whole history, so nothing is lost)."""
+    fs, base = pafs.FileSystem.from_uri(exp)
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.Directory:
+            continue
+        parts = info.path[len(base) :].strip("/").split("/")
+        if len(parts) != 3 or not parts[0].startswith(SESSION_PREFIX):
+            continue
+        if parts[2] == ".staging":
+            fs.delete_dir(info.path)
+            continue
+        if not parts[2].startswith(CHECKPOINT_PREFIX):
+            continue
+        try:
+            number = int(parts[1].split("_", 1)[0])
+        except ValueError:
+            continue
+        keep = saved.get(number)
+        if keep is not None and join(exp, *parts) != keep.path and int(parts[0][len(SESSION_PREFIX) :]) < keep.session:
+            fs.delete_dir(info.path)
+
+
+# --- reconciliation after a kill --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """An unfinished trial to run again under its own number: from ``checkpoint`` (None: from scratch)."""
+
+    number: int
+    config: dict[str, Any]
+    checkpoint: str | None
+    epoch: int
+
+
+def reconcile(
+    study: optuna.Study,
+    saved: Mapping[int, Saved],
+    scheduler: Any,
+    max_t: int,
+    metric: str,
+    rebuild: Callable[[dict[str, Any]], dict[str, Any]],
+) -> list[Resumable]:
+    """Bring the study up to date with the checkpoints on disk; return the trials that must go on.
+
+    ``rebuild(params)`` gives a trial's config from its Optuna params, for a trial the driver asked for but was
+    killed before it recorded the config.
+
+    The scheduler's rungs are rebuilt first by replaying every epoch on disk in the order it was reported, so a trial
+    that ASHA had stopped (or would have stopped, had the driver lived to see its last epoch) stays stopped.
+    """
+    trials = study.get_trials(deepcopy=False)
+    histories = {t.number: saved[t.number].history for t in trials if t.number in saved}
+    finished = {t.number for t in trials if t.state in FINISHED}
+    replay = getattr(scheduler, "replay", None)
+    decisions = replay(histories, finished) if replay else {}
+    resumable = []
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        history = histories.get(t.number, [])
+        report_history(study, t, history, metric)
+        last = history[-1] if history else None
+        outcome = judge(last, max_t, metric, stopped=decisions.get(t.number) == "STOP")
+        if outcome is not None:
+            tell(study, t, outcome)
+            continue
+        ckpt = saved.get(t.number)
+        config = t.user_attrs.get("config") or rebuild(t.params)
+        resumable.append(Resumable(t.number, config, ckpt.path if ckpt else None, ckpt.epoch if ckpt else 0))
+    return resumable
+
+
+def cut_unfinished(study: optuna.Study, saved: Mapping[int, Saved], max_t: int, metric: str, reason: str) -> int:
+    """End every RUNNING trial (a time budget ran out); return how many."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        history = saved[t.number].history if t.number in saved else []
+        report_history(study, t, history, metric)
+        tell(study, t, judge(history[-1] if history else None, max_t, metric, cut=reason))
+        n += 1
+    return n
+
+
+# --- the driver's record ----------------------------------------------------------------------------------------
+
+
+def read_driver(exp: str) -> dict[str, Any]:
+    text = read_text(join(exp, DRIVER_FILE))
+    return json.loads(text) if text else {"state": "new", "sessions": []}
+
+
+def write_driver(exp: str, driver: Mapping[str, Any]) -> None:
+    write_atomic(join(exp, DRIVER_FILE), json.dumps(driver, indent=2))
+
+
+def start_session(exp: str) -> tuple[int, dict[str, Any]]:
+    driver = read_driver(exp)
+    now = time.time()
+    driver["sessions"].append({"started": now, "heartbeat": now, "host": socket.gethostname(), "pid": os.getpid()})
+    driver["state"] = "running"
+    write_driver(exp, driver)
+    return len(driver["sessions"]) - 1, driver
+
+
+def is_live(driver: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether a driver process still runs the sweep: its heartbeat is fresh and, on this host, its pid is alive."""
+    if driver.get("state") != "running" or not driver.get("sessions"):
+        return False
+    last = driver["sessions"][-1]
+    if (now or time.time()) - last.get("heartbeat", 0) > HEARTBEAT_STALE_S:
+        return False
+    if last.get("host") == socket.gethostname():
+        try:
+            os.kill(int(last["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def time_spent(driver: Mapping[str, Any]) -> float:
+    """Wall seconds of every session so far (a killed one counts up to its last heartbeat)."""
+    return sum(max(0.0, s.get("heartbeat", s["started"]) - s["started"]) for s in driver.get("sessions", []))

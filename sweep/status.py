@@ -1,0 +1,81 @@
+"""`sweep status NAME`: where a sweep stands, read from its files only (no Ray), while it runs or after a kill."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from sweep import ledger, ranking
+from sweep.storage import join, read_text, resolve_storage, storage_hint
+
+
+def status(name: str, storage: str, out: Any = sys.stdout) -> int:
+    root = resolve_storage(storage)
+    exp = join(root, name)
+    text = read_text(join(exp, ledger.SETTINGS_FILE))
+    if text is None:
+        raise ValueError(f"no sweep {name!r} in {root}; check the name and --storage")
+    saved_plan = json.loads(text)
+    study = ledger.open_study(exp)
+    if study is None:
+        raise ValueError(f"sweep {name!r} in {root} has no study database ({ledger.STUDY_FILE})")
+    driver = ledger.read_driver(exp)
+    records = ranking.records_from(study, ledger.newest_checkpoints(exp))
+    print(format_status(name, saved_plan, driver, records, storage), file=out)
+    return 0
+
+
+def describe_driver(driver: dict[str, Any], now: float) -> tuple[str, bool]:
+    """'running (...)' / 'interrupted (...)' / 'finished', and whether a `sweep resume` applies."""
+    sessions = driver.get("sessions", [])
+    if not sessions:
+        return "not started", True
+    last = sessions[-1]
+    where = f"driver pid {last['pid']} on {last['host']}"
+    n = f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}"
+    if ledger.is_live(driver, now):
+        return f"running ({where}, heartbeat {now - last['heartbeat']:.0f} s ago, {n})", False
+    if driver.get("state") == "finished":
+        return f"finished ({n})", False
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("heartbeat", last["started"])))
+    return f"interrupted ({where} gone since {since}, {n})", True
+
+
+def format_status(
+    name: str,
+    plan: dict[str, Any],
+    driver: dict[str, Any],
+    records: list[ranking.TrialRecord],
+    storage: str,
+    now: float | None = None,
+) -> str:
+    now = time.time() if now is None else now
+    n, epochs, metric = plan["num_samples"], plan["epochs"], plan["metric"]
+    state, resumable = describe_driver(driver, now)
+    if resumable and len([r for r in records if r.finished]) >= n:
+        state, resumable = "finished", False
+    live = state.startswith("running")
+    counts = Counter(r.status for r in records)
+    running = "running" if live else "unfinished (`sweep resume` continues them)"
+    spent = sum(r.epochs for r in records)
+    lines = [
+        f"sweep {name}: {state}",
+        f"space {plan['space']}, {n} trials of at most {epochs} epochs, scheduler {plan['scheduler']}",
+        f"trials: {counts['finished']} finished, {counts['stopped']} stopped early, {counts['failed']} failed"
+        + (f", {counts['running']} {running}" if counts["running"] else "")
+        + (f", {n - len(records)} not started" if n > len(records) else ""),
+        f"epochs: {spent} of {n * epochs} ({spent / max(1, n * epochs):.0%}) spent",
+    ]
+    if records:
+        rows = ranking.rank(records, metric, plan["mode"], epochs)
+        lines += ["", f"best validation {metric} so far, per strategy:", ranking.format_table(rows, metric, epochs)]
+    stopped = [r for r in records if r.status in ("failed", "stopped") and r.reason and "scheduler" not in r.reason]
+    if stopped:
+        lines += ["", "failed or cut trials:"]
+        lines += [f"  #{r.number} {r.config.get('strategy', '?')}: {r.reason}" for r in stopped]
+    if resumable:
+        lines += ["", f"continue with: sweep resume {name}{storage_hint(storage)}"]
+    return "\n".join(lines)
