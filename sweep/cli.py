@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +25,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def _local_ray_binds_loopback(address: str | None) -> None:
+    """Read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only, and a loopback address
+    is dialled as given (without it Ray swaps 127.0.0.1 for the machine's address and waits there forever)."""
     import os
 
-    if not address:  # read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only
+    host = (address or "").split("://", 1)[-1].rsplit(":", 1)[0]
+    if not address or host in _LOOPBACK:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -54,9 +62,12 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r} must look like key=value, e.g. --set batch_size=64")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             raise UsageError(f"--set {item!r}: {value!r} is not a value") from None
+        if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):  # YAML 1.1 reads 1e-3 as text
+            parsed = float(parsed)
+        out[key.strip()] = parsed
     return out
 
 

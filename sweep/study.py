@@ -144,8 +144,10 @@ class SweepSearcher(Searcher):
         return Searcher.FINISHED
 
     def _ask(self) -> tuple[int, dict[str, Any]]:
-        n = len(self.study.get_trials(deepcopy=False))
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        trials = self.study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        # The number the next trial gets: a trial enqueued by a driver killed before its ask is asked first.
+        n = waiting[0].number if waiting else len(trials)
         if self.strategies and not waiting:
             self.study.enqueue_trial({"strategy": self.strategies[n % len(self.strategies)]})
         # A GridSampler's seed orders its grid: it must stay the same for the whole sweep, or points repeat.

@@ -139,7 +139,7 @@ def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
         loss = two_view_loss(z1, z2, cfg.strategy, cfg.temperature, **cfg.loss_knobs)
         if not torch.isfinite(loss):
             # Stop before the step: the weights stay finite, so the epoch can still be scored honestly.
-            return {"loss": float(loss), "stop_reason": "non-finite loss"}
+            return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()

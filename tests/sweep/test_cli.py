@@ -313,3 +313,16 @@ def test_local_ray_listens_on_loopback_only(ray_session):
     ]
     assert listening, "the GCS port is not listening"
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening
+
+
+def test_set_values_are_typed_like_yaml_with_exponents_as_numbers():
+    from sweep.cli import parse_duration, parse_sets
+
+    assert parse_sets(["lr=1e-3", "batch_size=64", "variant=band", "limit=null", "t=2.5E+1"]) == {
+        "lr": 0.001,
+        "batch_size": 64,
+        "variant": "band",
+        "limit": None,
+        "t": 25.0,
+    }
+    assert [parse_duration(x) for x in ("90", "90m", "2h", "1.5d")] == [90.0, 5400.0, 7200.0, 129600.0]
