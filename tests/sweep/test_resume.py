@@ -440,8 +440,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_session):
 def test_non_finite_loss_fails_trials_with_a_reason(tmp_path, ray_session):
     name, storage = "diverge", tmp_path / "store"
     exp = storage / name
-    # temperature 1e-38 overflows the logits on the first batch (0.0001 only collapses the embeddings); YAML 1.1
-    # reads `1e-38` as a string, so it is written 1.0e-38
+    # temperature 1e-38 overflows the logits on the first batch (0.0001 only collapses the embeddings)
     proc = _sweep(
         "run",
         "--smoke-test",
@@ -450,7 +449,7 @@ def test_non_finite_loss_fails_trials_with_a_reason(tmp_path, ray_session):
         "--strategies",
         "infonce,hard",
         "--set",
-        "temperature=1.0e-38",
+        "temperature=1e-38",
         "--set",
         "lr=10",
         "--storage",
@@ -478,7 +477,34 @@ def test_non_finite_loss_fails_trials_with_a_reason(tmp_path, ray_session):
         assert f"#{t.number} {strategy}: non-finite loss at epoch 1" in status.stdout, status.stdout
 
 
-# --- 5. the driver killed between enqueueing a trial's strategy and asking for the trial -------------------------
+# --- 5. a time budget: the sweep ends, the trials it cut are told to Optuna -------------------------------------
+
+
+@pytest.mark.slow
+def test_time_budget_ends_the_sweep_and_tells_optuna_of_cut_trials(tmp_path, ray_session):
+    name, storage = "budget", tmp_path / "store"
+    exp = storage / name
+    # 40 smoke epochs take far longer than the 15 s budget: the running trials are cut, the rest never start
+    proc = _sweep(
+        "run", "--smoke-test", "--num-samples", "6", "--epochs", "40", "--max-concurrent", "2",
+        "--time-budget", "15", "--storage", str(storage), "--name", name, "--address", _address(ray_session),
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "time budget of 15 s spent" in proc.stdout, proc.stdout
+    trials = _trials(exp)
+    assert 1 <= len(trials) < 6
+    assert all(t.state in ledger.FINISHED for t in trials), [(t.number, t.state) for t in trials]
+    cut = [t for t in trials if "time budget" in t.user_attrs.get("reason", "")]
+    assert cut and all(t.state == TrialState.PRUNED for t in cut), [(t.state, t.user_attrs) for t in trials]
+    saved = ledger.newest_checkpoints(str(exp))
+    for t in cut:  # Optuna holds every epoch the cut trial reached, and the reason names it
+        history = saved[t.number].history if t.number in saved else []
+        assert t.intermediate_values == {r["epoch"]: r["linear_acc"] for r in history}
+        assert t.user_attrs["reason"].endswith(f"at epoch {len(history)}" if history else "before its first epoch")
+    _check_finished_for_good(name, storage)
+
+
+# --- 6. the driver killed between enqueueing a trial's strategy and asking for the trial -------------------------
 
 
 def _asks(study, session: int, trial_ids: range) -> None:
