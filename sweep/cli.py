@@ -172,6 +172,22 @@ class Status:
         return status(args.name, args.storage)
 
 
+class Report:
+    help = "export a sweep's results: trials.parquet, summary.parquet, best_config.yaml, report.md, study.db"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="the sweep's name (its directory under --storage)")
+        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+        p.add_argument("--out", help="directory for the report (default <storage>/<name>/report)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from sweep.report import report
+
+        return report(args.name, args.storage, args.out)
+
+
 class Train:
     help = "run one trial without Ray from a YAML or JSON config"
 
@@ -205,7 +221,14 @@ class Spaces:
         return 0
 
 
-COMMANDS: dict[str, Any] = {"run": Run, "resume": Resume, "status": Status, "train": Train, "spaces": Spaces}
+COMMANDS: dict[str, Any] = {
+    "run": Run,
+    "resume": Resume,
+    "status": Status,
+    "report": Report,
+    "train": Train,
+    "spaces": Spaces,
+}
 
 
 def load_config_file(path: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import optuna
 import pyarrow.fs as pafs
 from optuna.trial import TrialState
 
-from sweep.storage import is_uri, join, read_text, write_atomic
+from sweep.storage import is_uri, join, read_text, resolve_storage, write_atomic
 from trainables.files import HISTORY_FILE, STATE_FILE
 
 SETTINGS_FILE = "sweep.json"
@@ -80,6 +80,19 @@ def open_study(exp: str) -> optuna.Study | None:
     if read_text(join(exp, SETTINGS_FILE)) is None or not os.path.isfile(join(exp, STUDY_FILE)):
         return None
     return optuna.load_study(storage=_storage(exp), study_name=None)
+
+
+def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Study]:
+    """An existing sweep's directory, saved plan (sweep.json) and study; ValueError in one line when missing."""
+    root = resolve_storage(storage)
+    exp = join(root, name)
+    text = read_text(join(exp, SETTINGS_FILE))
+    if text is None:
+        raise ValueError(f"no sweep {name!r} in {root}; check the name and --storage")
+    study = open_study(exp)
+    if study is None:
+        raise ValueError(f"sweep {name!r} in {root} has no study database ({STUDY_FILE})")
+    return exp, json.loads(text), study
 
 
 # --- trial outcomes ----------------------------------------------------------------------------------------------

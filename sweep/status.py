@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
 from typing import Any
 
 from sweep import ledger, ranking
-from sweep.storage import join, read_text, resolve_storage, storage_hint
+from sweep.storage import storage_hint
 
 
 def status(name: str, storage: str, out: Any = sys.stdout) -> int:
-    root = resolve_storage(storage)
-    exp = join(root, name)
-    text = read_text(join(exp, ledger.SETTINGS_FILE))
-    if text is None:
-        raise ValueError(f"no sweep {name!r} in {root}; check the name and --storage")
-    saved_plan = json.loads(text)
-    study = ledger.open_study(exp)
-    if study is None:
-        raise ValueError(f"sweep {name!r} in {root} has no study database ({ledger.STUDY_FILE})")
+    exp, saved_plan, study = ledger.load_sweep(name, storage)
     driver = ledger.read_driver(exp)
     records = ranking.records_from(study, ledger.newest_checkpoints(exp))
     print(format_status(name, saved_plan, driver, records, storage), file=out)

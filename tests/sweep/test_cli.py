@@ -302,6 +302,15 @@ def test_smoke_sweep_end_to_end(tmp_path, ray_session):
     assert len(strategies) == 4  # round-robin: four trials, four different strategies
     status = _sweep("status", "smoke", "--storage", str(tmp_path))
     assert status.returncode == 0 and "sweep smoke: finished" in status.stdout, status.stdout + status.stderr
+    # the report's best configuration, retrained without Ray, gives the very score the sweep reported
+    report = _sweep("report", "smoke", "--storage", str(tmp_path))
+    assert report.returncode == 0, report.stderr
+    best = exp / "report" / "best_config.yaml"
+    reported = float(best.read_text().splitlines()[0].split("linear_acc ")[1].split()[0])
+    retrain = _sweep("train", "--config", str(best), "--out", str(tmp_path / "retrain"))
+    assert retrain.returncode == 0, retrain.stderr
+    last = json.loads((tmp_path / "retrain" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert round(last["linear_acc"], 4) == reported, (last, best.read_text())
 
 
 def test_local_ray_listens_on_loopback_only(ray_session):

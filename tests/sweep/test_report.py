@@ -1,0 +1,131 @@
+"""`sweep report` over a sweep written to tmp_path by hand (study.db, checkpoints with histories): no Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from sweep import ledger
+from sweep.report import KEY_COLUMNS, report
+from trainables.config import TrialConfig
+from trainables.files import HISTORY_FILE, STATE_FILE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+EPOCHS, METRIC = 4, "linear_acc"
+SWEEP = str(Path(sys.executable).with_name("sweep"))
+
+# (strategy, knobs, epochs reached, how it ended, score per epoch)
+TRIALS = [
+    ("infonce", {"lr": 0.001}, 4, TrialState.COMPLETE, [0.5, 0.6, 0.7, 0.8]),
+    ("hard", {"lr": 0.002, "tau_plus": 0.1, "beta": 1.0}, 4, TrialState.COMPLETE, [0.5, 0.7, 0.8, 0.85]),
+    ("debiased", {"lr": 0.003, "tau_plus": 0.05}, 2, TrialState.PRUNED, [0.4, 0.45]),
+    ("infonce", {"lr": 0.004}, 1, TrialState.FAIL, [0.1]),
+    ("hard", {"lr": 0.005, "tau_plus": 0.0, "beta": 2.0}, 2, TrialState.RUNNING, [0.6, 0.65]),
+]
+
+
+def _fake_sweep(root: Path, name: str = "fake") -> Path:
+    exp = root / name
+    exp.mkdir(parents=True)
+    plan = {"space": "digits", "num_samples": 6, "epochs": EPOCHS, "metric": METRIC, "mode": "max",
+            "scheduler": "asha", "strategies": ["infonce", "hard", "debiased"], "settings": {}}
+    (exp / ledger.SETTINGS_FILE).write_text(json.dumps(plan))
+    study = ledger.create_study(str(exp), name, "max")
+    for number, (strategy, knobs, reached, state, scores) in enumerate(TRIALS):
+        trial = study.ask()
+        config = {"strategy": strategy, "epochs": EPOCHS, "limit": 100, "width": 8, **knobs}
+        trial.set_user_attr("config", config)
+        history = [
+            {"epoch": e, METRIC: s, "loss": 1.0 / e, "stop_reason": "", "trial": number, "session": 0,
+             "node_id": f"node{number % 2}", "hostname": "h", "pid": 100 + number, "timestamp": 1000.0 + 10 * e,
+             "time_train_s": 1.5, "time_eval_s": 0.5}
+            for e, s in zip(range(1, reached + 1), scores, strict=True)
+        ]
+        if state == TrialState.FAIL:
+            history[-1]["stop_reason"] = "non-finite loss"
+        for row in history:
+            trial.report(row[METRIC], row["epoch"])
+        ckpt = exp / "session-0" / ledger.trial_dirname(number, strategy) / "checkpoint_000001"
+        ckpt.mkdir(parents=True)
+        torch.save({"epoch": reached}, ckpt / STATE_FILE)
+        (ckpt / HISTORY_FILE).write_text(json.dumps(history))
+        if state == TrialState.FAIL:
+            trial.set_user_attr("reason", "non-finite loss at epoch 1")
+        if state == TrialState.PRUNED:
+            trial.set_user_attr("reason", "stopped early by the scheduler at epoch 2")
+        if state != TrialState.RUNNING:
+            study.tell(trial, scores[-1] if state == TrialState.COMPLETE else None, state=state)
+    return exp
+
+
+def test_report_writes_parquet_rows_one_to_one_with_the_histories_on_disk(tmp_path):
+    exp = _fake_sweep(tmp_path)
+    assert report("fake", str(tmp_path), out=open("/dev/null", "w")) == 0
+    out = exp / "report"
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert list(pq.read_schema(out / "trials.parquet").names[: len(KEY_COLUMNS)]) == list(KEY_COLUMNS)
+    saved = ledger.newest_checkpoints(str(exp))
+    expected = [(n, row["epoch"], row[METRIC], row["timestamp"], row["node_id"])
+                for n in sorted(saved) for row in saved[n].history]
+    got = [(r["trial_id"], r["epoch"], r[METRIC], r["timestamp"], r["node_id"]) for r in trials]
+    assert got == expected
+    states = {r["trial_id"]: r["state"] for r in trials}
+    assert states == {
+        0: "finished",
+        1: "finished",
+        2: "stopped by ASHA at epoch 2",
+        3: "failed: non-finite loss at epoch 1",
+        4: "running",
+    }
+    assert {r["strategy"] for r in trials} == {"infonce", "hard", "debiased"}
+    assert all(r["config.epochs"] == EPOCHS for r in trials)
+    assert [r["config.beta"] for r in trials if r["trial_id"] == 1] == [1.0] * 4
+    assert [r["config.beta"] for r in trials if r["trial_id"] == 0] == [None] * 4
+
+    summary = pq.read_table(out / "summary.parquet").to_pylist()
+    assert [r["trial_id"] for r in summary] == [0, 1, 2, 3, 4]
+    assert [r["epochs"] for r in summary] == [4, 4, 2, 1, 2]
+    assert summary[1][METRIC] == 0.85 and summary[1]["full_budget"] and summary[1]["time_train_s"] == 6.0
+    assert summary[0]["nodes"] == "node0" and summary[1]["nodes"] == "node1"
+
+
+def test_best_config_is_the_best_full_budget_trial_and_a_valid_trial_config(tmp_path):
+    exp = _fake_sweep(tmp_path)
+    report("fake", str(tmp_path), out=open("/dev/null", "w"))
+    text = (exp / "report" / "best_config.yaml").read_text()
+    config = yaml.safe_load(text)
+    # trial 4 scored 0.65 at epoch 2 and trial 2 0.45: only full-budget trials compete, and trial 1 wins them
+    assert config == {"strategy": "hard", "epochs": EPOCHS, "limit": 100, "width": 8, "lr": 0.002,
+                      "tau_plus": 0.1, "beta": 1.0, "num_threads": 1}  # the threads of its 1-CPU share
+    assert "trial 1" in text.splitlines()[0] and "0.8500" in text.splitlines()[0]
+    TrialConfig.from_dict(config)  # what `sweep train --config` does with it first
+
+
+def test_report_copies_the_study_and_writes_the_ranking(tmp_path):
+    exp = _fake_sweep(tmp_path)
+    out = tmp_path / "elsewhere"
+    report("fake", str(tmp_path), out_dir=str(out), out=open("/dev/null", "w"))
+    copy = optuna.load_study(storage=f"sqlite:///{out / ledger.STUDY_FILE}", study_name=None)
+    assert [t.state for t in copy.trials] == [t for *_, t, _ in TRIALS]
+    md = (out / "report.md").read_text()
+    assert "| 1 | hard | 0.8500 |" in md and "5 of 6 trials" in md
+    assert not (exp / "report").exists()
+
+
+@pytest.mark.slow
+def test_report_cli_and_bad_names(tmp_path):
+    _fake_sweep(tmp_path)
+    ok = subprocess.run([SWEEP, "report", "fake", "--storage", str(tmp_path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "trials.parquet" in ok.stdout and "best_config.yaml" in ok.stdout
+    bad = subprocess.run([SWEEP, "report", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no sweep 'nope'" in bad.stderr
