@@ -134,13 +134,18 @@ class Run:
         return run(settings)
 
 
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """NAME and --storage: how resume, status and report find an existing sweep."""
+    p.add_argument("name", help="the sweep's name (its directory under --storage)")
+    p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+
+
 class Resume:
     help = "continue an interrupted sweep with its own settings; finished trials are kept, unfinished ones go on"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("name", help="the sweep's name (its directory under --storage)")
-        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+        _add_sweep_arguments(p)
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
         p.add_argument("--max-concurrent", type=int, help="trials at once (default: the sweep's own)")
 
@@ -162,8 +167,7 @@ class Status:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("name", help="the sweep's name (its directory under --storage)")
-        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+        _add_sweep_arguments(p)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -177,8 +181,7 @@ class Report:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("name", help="the sweep's name (its directory under --storage)")
-        p.add_argument("--storage", default="./sweeps", help="where the sweep lives (default ./sweeps)")
+        _add_sweep_arguments(p)
         p.add_argument("--out", help="directory for the report (default <storage>/<name>/report)")
 
     @staticmethod

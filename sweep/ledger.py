@@ -19,7 +19,6 @@ the snapshot and restore ASHA with empty rungs (RAY_TUNE_NOTES section 4).
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -32,6 +31,7 @@ import optuna
 import pyarrow.fs as pafs
 from optuna.trial import TrialState
 
+from sweep.ranking import finite
 from sweep.storage import is_uri, join, read_text, resolve_storage, write_atomic
 from trainables.files import HISTORY_FILE, STATE_FILE
 
@@ -129,7 +129,7 @@ def judge(
     epoch, value = int(last.get("epoch", 0)), last.get(metric)
     if last.get("stop_reason"):
         return Outcome(TrialState.FAIL, None, f"{last['stop_reason']} at epoch {epoch}")
-    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+    if not finite(value):
         return Outcome(TrialState.FAIL, None, f"non-finite {metric} at epoch {epoch}")
     if epoch >= max_t:
         return Outcome(TrialState.COMPLETE, float(value))
@@ -146,7 +146,7 @@ def report_history(study: optuna.Study, frozen: optuna.trial.FrozenTrial, histor
     known = set(frozen.intermediate_values)
     for row in history:
         value, step = row.get(metric), row.get("epoch")
-        if step is not None and step not in known and isinstance(value, (int, float)) and math.isfinite(value):
+        if step is not None and step not in known and finite(value):
             trial.report(float(value), int(step))
             known.add(step)
 

@@ -101,7 +101,7 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
         by_strategy.setdefault(str(rec.config.get("strategy", "?")), []).append(rec)
     rows = []
     for strategy, recs in by_strategy.items():
-        scored = [r for r in recs if _finite(r.last.get(metric))]
+        scored = [r for r in recs if finite(r.last.get(metric))]
         best = max(scored, key=lambda r: (r.epochs >= max_epochs, sign * r.last[metric]), default=None)
         rows.append(
             Row(
@@ -118,12 +118,13 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
     return sorted(rows, key=lambda r: (r.best is not None, r.full_budget, sign * _or(r.score)), reverse=True)
 
 
-def _finite(x: Any) -> bool:
+def finite(x: Any) -> bool:
+    """A real, finite number (not NaN, not inf, not a string or None)."""
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _or(x: float) -> float:
-    return x if _finite(x) else -math.inf
+    return x if finite(x) else -math.inf
 
 
 def describe_config(config: dict[str, Any]) -> str:
@@ -143,7 +144,7 @@ def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
         "|---:|---|---:|---:|---|---|",
     ]
     for i, row in enumerate(rows, 1):
-        score = f"{row.score:.4f}" if _finite(row.score) else "n/a"
+        score = f"{row.score:.4f}" if finite(row.score) else "n/a"
         note = "" if row.full_budget else " (not at full budget)"
         stop = row.best.last.get("stop_reason") if row.best else ""
         if stop:

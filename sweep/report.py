@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import sqlite3
 import sys
@@ -131,7 +130,7 @@ def _scalar(v: Any) -> Any:
 
 
 def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return float(v) if ranking.finite(v) else None
 
 
 def _best(history: Sequence[dict[str, Any]], metric: str) -> int | None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 
 from search_spaces import Study, describe_space, load_study
@@ -268,26 +269,20 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     return _session(p, out)
 
 
-def load_plan(name: str, storage: str) -> Plan:
-    """The plan of an existing sweep, from its sweep.json; ValueError in one line when there is none."""
-    root = resolve_storage(storage)
-    text = read_text(join(root, name, ledger.SETTINGS_FILE))
-    if text is None:
-        raise ValueError(
-            f"no sweep {name!r} in {root}; check the name and --storage (a sweep directory holds "
-            f"{ledger.SETTINGS_FILE})"
-        )
-    saved = json.loads(text)
+def load_plan(name: str, storage: str) -> tuple[Plan, optuna.Study]:
+    """The plan and study of an existing sweep, re-checked; ValueError in one line when there is none."""
+    exp, saved, study = ledger.load_sweep(name, storage)
     known = {f.name for f in fields(SweepSettings)}
     settings = SweepSettings(**{k: v for k, v in saved["settings"].items() if k in known})
     p = plan(settings)
-    return Plan(settings, p.study, tuple(saved["strategies"]), saved["epochs"], saved["num_samples"], name, root)
+    root = resolve_storage(storage)
+    return Plan(settings, p.study, tuple(saved["strategies"]), saved["epochs"], saved["num_samples"], name, root), study
 
 
 def resume(name: str, storage: str, *, address: str | None = None, max_concurrent: int | None = None,
            out=sys.stdout) -> int:
     """`sweep resume`: continue an interrupted sweep with its own settings."""
-    p = load_plan(name, storage)
+    p, study = load_plan(name, storage)
     driver = ledger.read_driver(p.exp)
     if ledger.is_live(driver):
         last = driver["sessions"][-1]
@@ -295,9 +290,6 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
             f"sweep {name!r} is running (driver pid {last['pid']} on {last['host']}); "
             "stop it first, or follow it with `sweep status`"
         )
-    study = ledger.open_study(p.exp)
-    if study is None:
-        raise ValueError(f"sweep {name!r} in {p.storage} has no study database; it cannot be resumed")
     done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
     if done >= p.num_samples or driver.get("state") == "finished":
         raise ValueError(

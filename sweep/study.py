@@ -15,7 +15,6 @@ that the assignment survives a restart); TPE picks the rest.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
+from sweep.ranking import finite
 from trainables.config import TrialConfig
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
@@ -290,6 +290,3 @@ def make_scheduler(
         raise ValueError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
     return DurableASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
 
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

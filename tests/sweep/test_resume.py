@@ -42,6 +42,14 @@ def _start(log: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen([SWEEP, *args], stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
+def _smoke_run(storage: Path, name: str, address: str) -> list[str]:
+    """`sweep run` of the kill tests: N smoke trials of EPOCHS epochs, two at a time, on the session's Ray."""
+    return [
+        "run", "--smoke-test", "--num-samples", str(N), "--epochs", str(EPOCHS), "--max-concurrent", "2",
+        "--storage", str(storage), "--name", name, "--address", address,
+    ]
+
+
 def _sweep(*args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     return subprocess.run([SWEEP, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
@@ -239,25 +247,9 @@ def _mid_trial(s: ledger.Saved) -> bool:
 def test_driver_sigkill_then_resume(kill_at, tmp_path, ray_session):
     address, name, storage = _address(ray_session), "killed", tmp_path / "store"
     exp, log = storage / name, tmp_path / "run.log"
-    run_args = [
-        "run",
-        "--smoke-test",
-        "--num-samples",
-        str(N),
-        "--epochs",
-        str(EPOCHS),
-        "--max-concurrent",
-        "2",
-        "--storage",
-        str(storage),
-        "--name",
-        name,
-        "--address",
-        address,
-    ]
     proc = None
     try:
-        proc = _start(log, *run_args)
+        proc = _start(log, *_smoke_run(storage, name, address))
         if kill_at == "before_first_result":
             _wait_for("a trial start", lambda: _started(log), proc, log)
             assert _no_history(exp), "a trial reported before the kill point"
@@ -318,23 +310,7 @@ def test_driver_sigterm_stops_with_hint_then_resume(tmp_path, ray_session):
     exp, log = storage / name, tmp_path / "run.log"
     proc = None
     try:
-        proc = _start(
-            log,
-            "run",
-            "--smoke-test",
-            "--num-samples",
-            str(N),
-            "--epochs",
-            str(EPOCHS),
-            "--max-concurrent",
-            "2",
-            "--storage",
-            str(storage),
-            "--name",
-            name,
-            "--address",
-            address,
-        )
+        proc = _start(log, *_smoke_run(storage, name, address))
         _wait_for("a checkpoint mid-trial", lambda: _checkpoint_where(exp, _mid_trial), proc, log)
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=POLL_TIMEOUT_S) == 130, log.read_text()[-4000:]
