@@ -335,3 +335,11 @@ def test_set_values_are_typed_like_yaml_with_exponents_as_numbers():
         "t": 25.0,
     }
     assert [parse_duration(x) for x in ("90", "90m", "2h", "1.5d")] == [90.0, 5400.0, 7200.0, 129600.0]
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    # `sweep spaces | head -0`: the reader closes the pipe before sweep writes
+    proc = subprocess.run(
+        f"{SWEEP} spaces | head -c 0", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
