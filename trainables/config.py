@@ -50,9 +50,11 @@ class TrialConfig:
     width: int = 32
     proj_hidden_dim: int = 512
     proj_dim: int = 128
-    # evaluation on the validation split, every epoch (the epoch is ASHA's time unit)
+    # evaluation on the validation split, every epoch in a sweep (the epoch is ASHA's time unit)
     probe_epochs: int = 100
     knn_k: int = 200
+    eval_every: int = 1  # score every k epochs and at the last (`sweep confirm` runs to the end: the last only)
+    evaluate_test: bool = False  # also score the test split at the last epoch: finalists only (`sweep confirm`)
     # execution
     device: str = "auto"
     num_threads: int | None = None
@@ -131,6 +133,8 @@ _SETTINGS: Mapping[str, Knob] = MappingProxyType(
         "proj_dim": Knob("setting", "projection size", low=2, integer=True),
         "probe_epochs": Knob("setting", "linear probe iterations", low=1, integer=True),
         "knn_k": Knob("setting", "neighbours of the kNN score", low=1, integer=True),
+        "eval_every": Knob("setting", "epochs between validation scores", low=1, integer=True),
+        "evaluate_test": Knob("setting", "score the test split at the last epoch", choices=(False, True)),
         "device": Knob("setting", "where the trial runs", choices=DEVICES),
         "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
     }

@@ -31,7 +31,7 @@ class Knob:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     integer: bool = False
     optional: bool = False  # None is allowed and means "not set"
 
@@ -40,8 +40,8 @@ class Knob:
         if value is None and self.optional:
             return None
         if self.choices is not None:
-            if value not in self.choices:
-                raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(self.choices)}")
+            if not any(value == c and type(value) is type(c) for c in self.choices):  # 1 is not True
+                raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(map(str, self.choices))}")
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
             raise ValueError(f"`{name}` is {value!r} but must be a number")

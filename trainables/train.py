@@ -157,21 +157,24 @@ def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
     return out
 
 
-def _evaluate(t: _Trial) -> dict[str, float]:
+def _evaluate(t: _Trial, split: str = "val") -> dict[str, float]:
+    """Probe and kNN fitted on the train split, scored on ``split``; the test split's keys get a ``test_`` prefix."""
     cfg, data = t.cfg, t.data
+    scored = getattr(data, split)
     train_h = extract_features(t.model.backbone, data.train.x, t.eval_transform, device=t.device)
-    val_h = extract_features(t.model.backbone, data.val.x, t.eval_transform, device=t.device)
-    train_y, val_y = data.train.y, data.val.y
+    h = extract_features(t.model.backbone, scored.x, t.eval_transform, device=t.device)
+    out = {
+        "linear_acc": linear_probe_accuracy(train_h, data.train.y, h, scored.y, epochs=cfg.probe_epochs, seed=cfg.seed),
+        "knn_acc": knn_accuracy(train_h, data.train.y, h, scored.y, k=cfg.knn_k),
+    }
+    if split != "val":
+        return {f"{split}_{k}": v for k, v in out.items()}
     with torch.no_grad():
         t.model.eval()
-        z = F.normalize(t.model.head(val_h.to(t.device)).float(), dim=1).cpu()
+        z = F.normalize(t.model.head(h.to(t.device)).float(), dim=1).cpu()
     # Spread of the normalised projections relative to a uniform one on the sphere (1.0 ~ uniform, 0 = collapsed).
-    spread = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
-    return {
-        "linear_acc": linear_probe_accuracy(train_h, train_y, val_h, val_y, epochs=cfg.probe_epochs, seed=cfg.seed),
-        "knn_acc": knn_accuracy(train_h, train_y, val_h, val_y, k=cfg.knn_k),
-        "embedding_std": spread,
-    }
+    out["embedding_std"] = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
+    return out
 
 
 def _state(t: _Trial, epoch: int) -> dict[str, Any]:
@@ -218,9 +221,12 @@ def run_trial(
         start = time.perf_counter()
         metrics = _train_epoch(t, epoch)
         train_s = time.perf_counter() - start
-        metrics.update(_evaluate(t))
-        if not metrics["stop_reason"] and metrics["embedding_std"] < COLLAPSE_STD:
-            metrics["stop_reason"] = "collapsed embeddings"
+        if epoch == cfg.epochs or metrics["stop_reason"] or epoch % cfg.eval_every == 0:
+            metrics.update(_evaluate(t))
+            if not metrics["stop_reason"] and metrics["embedding_std"] < COLLAPSE_STD:
+                metrics["stop_reason"] = "collapsed embeddings"
+        if cfg.evaluate_test and (epoch == cfg.epochs or metrics["stop_reason"]):
+            metrics.update(_evaluate(t, "test"))
         metrics.update(epoch=epoch, time_train_s=train_s, time_eval_s=time.perf_counter() - start - train_s)
         report(metrics, _state(t, epoch))
         last = metrics
@@ -270,8 +276,10 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
 
 
 def _epoch_line(m: Mapping[str, Any], epochs: int) -> str:
+    keys = ("linear_acc", "knn_acc", "test_linear_acc", "test_knn_acc")
+    scores = "".join(f"  {k} {m[k]:.4f}" for k in keys if k in m)
     line = (
-        f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}  linear_acc {m['linear_acc']:.4f}  "
-        f"knn_acc {m['knn_acc']:.4f}  ({m['time_train_s']:.1f}s train, {m['time_eval_s']:.1f}s eval)"
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}{scores}  "
+        f"({m['time_train_s']:.1f}s train, {m['time_eval_s']:.1f}s eval)"
     )
     return line + (f"  stopped: {m['stop_reason']}" if m.get("stop_reason") else "")

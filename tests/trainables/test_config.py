@@ -59,6 +59,9 @@ def test_knob_of_another_strategy_is_rejected():
         ("lr", "fast"),
         ("lr", True),
         ("lr", float("nan")),
+        ("eval_every", 0),
+        ("evaluate_test", 1),  # a boolean setting takes true or false, not 1
+        ("evaluate_test", "yes"),
     ],
 )
 def test_out_of_range_settings_are_rejected_by_name(key, value):

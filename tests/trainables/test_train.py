@@ -63,6 +63,17 @@ def test_every_epoch_reports_the_scores_and_times():
     assert {"model", "optimizer", "epoch", "rng", "config"} <= set(states[0])
 
 
+def test_eval_every_scores_only_due_epochs_and_the_last_and_test_only_at_the_end():
+    rows, _ = _run({**TINY, "epochs": 3, "eval_every": 2, "evaluate_test": True})
+    assert [("linear_acc" in r, "test_linear_acc" in r) for r in rows] == [(False, False), (True, False), (True, True)]
+    last = rows[-1]
+    assert 0.0 <= last["test_linear_acc"] <= 1.0 and 0.0 <= last["test_knn_acc"] <= 1.0
+    assert "test_embedding_std" not in last
+    # the test split is scored with the same probe recipe as validation, so an uninstrumented run agrees on val
+    plain, _ = _run({**TINY, "epochs": 3})
+    assert plain[-1]["linear_acc"] == last["linear_acc"]
+
+
 def test_non_finite_loss_ends_the_trial_with_a_reason(monkeypatch):
     calls = {"n": 0}
     real = train_mod.two_view_loss
