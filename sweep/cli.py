@@ -192,6 +192,35 @@ class Report:
         return report(args.name, args.storage, args.out)
 
 
+class Confirm:
+    help = "re-run each strategy's best configurations with paired seeds, score them on test, test the ranking"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        _add_sweep_arguments(p)
+        p.add_argument("--top-k", type=int, help="finalists per strategy (default 1)")
+        p.add_argument("--seeds", type=int, help="seeds per finalist, the same for every strategy (default 3)")
+        p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
+        p.add_argument("--max-concurrent", type=int, help="runs at once (default: the sweep's own)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import os
+
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        _local_ray_binds_loopback(address)
+        from sweep.confirm import confirm
+
+        return confirm(
+            args.name,
+            args.storage,
+            top_k=args.top_k,
+            seeds=args.seeds,
+            address=address,
+            max_concurrent=args.max_concurrent,
+        )
+
+
 class Train:
     help = "run one trial without Ray from a YAML or JSON config"
 
@@ -230,6 +259,7 @@ COMMANDS: dict[str, Any] = {
     "resume": Resume,
     "status": Status,
     "report": Report,
+    "confirm": Confirm,
     "train": Train,
     "spaces": Spaces,
 }

@@ -13,17 +13,20 @@ from trainables.tune_entry import RESUME_KEY, TRIAL_KEY
 
 
 class Progress(Callback):
-    def __init__(self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout) -> None:
+    def __init__(
+        self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout, seeds: bool = False
+    ) -> None:
         self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
+        self.seeds = seeds  # name trials by strategy and seed (`sweep confirm` runs one config under several)
         self.ended = done  # trials finished in earlier sessions count towards the total
         self.t0 = time.perf_counter()
 
     def _print(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", file=self.out, flush=True)
 
-    @staticmethod
-    def _name(trial: Any) -> str:
-        return f"#{trial.config.get(TRIAL_KEY)} {trial.config.get('strategy')}"
+    def _name(self, trial: Any) -> str:
+        seed = f" seed {trial.config.get('seed')}" if self.seeds else ""
+        return f"#{trial.config.get(TRIAL_KEY)} {trial.config.get('strategy')}{seed}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         how = "resume" if trial.config.get(RESUME_KEY) else "start "

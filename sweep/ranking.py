@@ -29,6 +29,8 @@ HIDDEN_CONFIG_KEYS = {
     "proj_dim",
     "probe_epochs",
     "knn_k",
+    "eval_every",
+    "evaluate_test",
     "image_size",
     "task",
     "weight_decay",
@@ -91,6 +93,7 @@ class Row:
     early_stopped: int
     failed: int
     best: TrialRecord | None = field(default=None, compare=False)
+    spent: int = 0  # trial-epochs over all its trials
 
 
 def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int) -> list[Row]:
@@ -113,9 +116,24 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
                 early_stopped=sum(1 for r in recs if r.status == "stopped"),
                 failed=sum(1 for r in recs if r.status == "failed"),
                 best=best,
+                spent=sum(r.epochs for r in recs),
             )
         )
     return sorted(rows, key=lambda r: (r.best is not None, r.full_budget, sign * _or(r.score)), reverse=True)
+
+
+def default_grace_period(max_t: int) -> int:
+    """About three ASHA rungs whatever the budget: 12 epochs -> rungs at 2, 4, 8."""
+    return max(1, max_t // 6)
+
+
+def asha_rungs(max_t: int, grace_period: int | None = None, reduction_factor: int = 2) -> list[int]:
+    """The epochs at which ASHA may stop a trial (Ray-free, so reports can mark them)."""
+    rungs, r = [], grace_period or default_grace_period(max_t)
+    while r < max_t:
+        rungs.append(r)
+        r *= reduction_factor
+    return rungs
 
 
 def finite(x: Any) -> bool:
@@ -137,12 +155,15 @@ def describe_config(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
-    """A Markdown table (readable as plain text too)."""
-    lines = [
-        f"| rank | strategy | {metric} | epochs | trials (stopped early, failed) | best configuration |",
-        "|---:|---|---:|---:|---|---|",
-    ]
+RANKING_ALIGN = "rlrrlrl"
+
+
+def table(rows: Sequence[Row], metric: str, max_epochs: int) -> tuple[list[str], list[list[str]]]:
+    """The ranking as a header and rows of cells, shaped like the seed papers' tables (strategy x score), plus the
+    configuration, the epochs it reached and what the strategy cost."""
+    header = ["rank", "strategy", metric, "epochs", "trials (stopped early, failed)", "trial-epochs",
+              "best configuration"]
+    cells = []
     for i, row in enumerate(rows, 1):
         score = f"{row.score:.4f}" if finite(row.score) else "n/a"
         note = "" if row.full_budget else " (not at full budget)"
@@ -150,8 +171,18 @@ def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
         if stop:
             note += f" ({stop})"
         config = describe_config(row.best.config) if row.best else ""
-        lines.append(
-            f"| {i} | {row.strategy} | {score}{note} | {row.epochs}/{max_epochs} | "
-            f"{row.trials} ({row.early_stopped}, {row.failed}) | {config} |"
-        )
+        cells.append([str(i), row.strategy, score + note, f"{row.epochs}/{max_epochs}",
+                      f"{row.trials} ({row.early_stopped}, {row.failed})", str(row.spent), config])
+    return header, cells
+
+
+def markdown_table(header: Sequence[str], cells: Sequence[Sequence[str]], align: str = "") -> str:
+    """A Markdown table (readable as plain text too); ``align`` has an 'r' for each right-aligned column."""
+    rule = ["---:" if align[i : i + 1] == "r" else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
+    return markdown_table(*table(rows, metric, max_epochs), align=RANKING_ALIGN)

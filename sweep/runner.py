@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -360,10 +361,15 @@ def _heartbeat_callback(exp: str, driver: dict[str, Any]) -> Any:
 
 
 def _session(p: Plan, out) -> int:
-    exp = p.exp
-    session, driver = ledger.start_session(exp)
+    return drive_session(p.exp, lambda k, driver: _drive(p, k, driver, out))
+
+
+def drive_session(exp: str, drive: Callable[[int, dict[str, Any]], int]) -> int:
+    """Run ``drive(session_number, driver_record)`` as a new driver session of the run kept in ``exp``; the driver
+    record says interrupted unless ``drive`` set another state."""
+    number, driver = ledger.start_session(exp)
     try:
-        return _drive(p, session, driver, out)
+        return drive(number, driver)
     finally:
         if driver["state"] == "running":  # an exception: the next `sweep resume` picks up from here
             driver["state"] = "interrupted"
@@ -374,12 +380,8 @@ def _session(p: Plan, out) -> int:
 def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     s, exp, epochs, n = p.settings, p.exp, p.epochs, p.num_samples
     init_ray(s.address, s.dashboard)
-    import ray
-    from ray import tune
-
     from sweep.progress import Progress
-    from sweep.study import SweepSearcher, TrialIndex, build_config, make_scheduler
-    from trainables.tune_entry import trainable
+    from sweep.study import SweepSearcher, build_config, make_scheduler
 
     study = ledger.open_study(exp)
     scheduler = make_scheduler(p.study.scheduler, epochs)
@@ -429,38 +431,8 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
             resume=resumable,
             log=lambda msg: print(msg, file=out, flush=True),
         )
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,  # metric and mode set on it and on the searcher; TuneConfig must not repeat them
-                num_samples=to_run,
-                max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
-                trial_dirname_creator=_trial_dirname,
-                # One worker process serves trial after trial: torch and friends are imported once, not per trial.
-                reuse_actors=True,
-                time_budget_s=budget,
-            ),
-            run_config=tune.RunConfig(
-                name=ledger.session_name(session),
-                storage_path=exp,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[
-                    TrialIndex(searcher),
-                    Progress(n, epochs, p.study.metric, done=done, out=out),
-                    _heartbeat_callback(exp, driver),
-                ],
-                verbose=0,
-            ),
-        )
-        # Tune's own end-of-run advice (Tuner.restore, missing result files of trials that never reported) is wrong
-        # for a sweep resumed by `sweep resume`; our lines say what happened.
-        logging.getLogger("ray.tune").setLevel(logging.ERROR)
-        start = time.perf_counter()
-        with interrupt:
-            tuner.fit()
-        wall = time.perf_counter() - start
+        progress = Progress(n, epochs, p.study.metric, done=done, out=out)
+        wall = fit(s, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget)
 
     saved = ledger.newest_checkpoints(exp)
     unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -488,7 +460,59 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"{len(failed)} trial(s) failed; `sweep status {p.name}` lists why", file=out)
+    hint = storage_hint(p.storage)
+    print(f"next: `sweep confirm {p.name}{hint}` re-runs the finalists on paired seeds and the test split; "
+          f"`sweep report {p.name}{hint}` writes the report", file=out)
     return 0
+
+
+def fit(
+    s: SweepSettings,
+    exp: str,
+    session: int,
+    driver: dict[str, Any],
+    searcher: Any,
+    scheduler: Any,
+    num_samples: int,
+    callbacks: list[Any],
+    interrupt: _Interrupt,
+    budget: float | None = None,
+) -> float:
+    """One Tune run of ``num_samples`` trials from ``searcher`` in ``exp/session-K``; returns its wall time."""
+    import ray
+    from ray import tune
+
+    from sweep.study import TrialIndex
+    from trainables.tune_entry import trainable
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,  # metric and mode set on it and on the searcher; TuneConfig must not repeat them
+            num_samples=num_samples,
+            max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
+            trial_dirname_creator=_trial_dirname,
+            # One worker process serves trial after trial: torch and friends are imported once, not per trial.
+            reuse_actors=True,
+            time_budget_s=budget,
+        ),
+        run_config=tune.RunConfig(
+            name=ledger.session_name(session),
+            storage_path=exp,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver)],
+            verbose=0,
+        ),
+    )
+    # Tune's own end-of-run advice (Tuner.restore, missing result files of trials that never reported) is wrong
+    # for a sweep resumed by `sweep resume`; our lines say what happened.
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    with interrupt:
+        tuner.fit()
+    return time.perf_counter() - start
 
 
 def _print_ranking(p: Plan, records: list[ranking.TrialRecord], wall: float, out) -> None:

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from sweep import ledger, ranking
-from sweep.storage import storage_hint
+from sweep import confirm, ledger, ranking
+from sweep.storage import join, storage_hint
 
 
 def status(name: str, storage: str, out: Any = sys.stdout) -> int:
@@ -16,6 +16,15 @@ def status(name: str, storage: str, out: Any = sys.stdout) -> int:
     driver = ledger.read_driver(exp)
     records = ranking.records_from(study, ledger.newest_checkpoints(exp))
     print(format_status(name, saved_plan, driver, records, storage), file=out)
+    summary = confirm.load_summary(exp)
+    if summary is not None:
+        cdriver = ledger.read_driver(join(exp, confirm.CONFIRM_DIR))
+        state = describe_driver(cdriver, time.time())[0] if summary.runs_done < summary.runs_total else "finished"
+        print(f"\nconfirmation: {state}, {summary.runs_done} of {summary.runs_total} runs done", file=out)
+        if summary.runs_done < summary.runs_total and not ledger.is_live(cdriver):
+            print(f"continue with: sweep confirm {name}{storage_hint(storage)}", file=out)
+        elif summary.runs_done:
+            print(f"{summary.verdict}", file=out)
     return 0
 
 

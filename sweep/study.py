@@ -30,7 +30,7 @@ from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
-from sweep.ranking import finite
+from sweep.ranking import default_grace_period, finite
 from trainables.config import TrialConfig
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
@@ -200,10 +200,40 @@ class SweepSearcher(Searcher):
         pass
 
 
+class FixedSearcher(Searcher):
+    """Hands out a fixed list of configurations once each, no search: the runs of `sweep confirm`."""
+
+    def __init__(self, runs: Sequence[tuple[int, dict[str, Any], str | None]], session: int) -> None:
+        super().__init__()
+        self.pending, self.session = list(runs), session  # (number, config, checkpoint to resume from or None)
+        self.live: dict[str, int] = {}
+        self.trials: dict[str, Any] = {}  # filled by TrialIndex, for the error file of a failed run
+        self.failed: dict[int, str] = {}  # run number -> why it failed after its retries
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self.pending:
+            return Searcher.FINISHED
+        number, config, checkpoint = self.pending.pop(0)
+        self.live[trial_id] = number
+        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: checkpoint}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self.live.pop(trial_id, None)
+        if error and number is not None:
+            self.failed[number] = _error_reason(self.trials.get(trial_id))
+
+    # Its state is the checkpoints on disk and the plan file: nothing for Ray's snapshots.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
 class TrialIndex(Callback):
     """Hands the searcher each Tune trial, so that a failed trial's error message reaches the study."""
 
-    def __init__(self, searcher: SweepSearcher) -> None:
+    def __init__(self, searcher: SweepSearcher | FixedSearcher) -> None:
         self.searcher = searcher
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -224,14 +254,6 @@ def _error_reason(trial: Any) -> str:
 
 
 # --- scheduling ----------------------------------------------------------------------------------------------------
-
-
-def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
-    rungs, r = [], grace_period
-    while r < max_t:
-        rungs.append(r)
-        r *= reduction_factor
-    return rungs
 
 
 def _keyed(trial: Any) -> Any:
@@ -284,8 +306,8 @@ def make_scheduler(
         return FIFOScheduler()
     if kind != "asha":
         raise ValueError(f"unknown scheduler {kind!r}; choose asha or fifo")
-    if grace_period is None:  # about three rungs whatever the budget: 12 epochs -> rungs at 2, 4, 8
-        grace_period = max(1, max_t // 6)
+    if grace_period is None:
+        grace_period = default_grace_period(max_t)
     if not 1 <= grace_period <= max_t:
         raise ValueError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
     return DurableASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)

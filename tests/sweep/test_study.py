@@ -17,12 +17,12 @@ from ray.tune.search import Searcher
 
 from search_spaces import SPACES
 from sweep.ledger import Resumable
+from sweep.ranking import asha_rungs
 from sweep.study import (
     TIME_ATTR,
     DurableASHA,
     SweepSearcher,
     TrialIndex,
-    asha_rungs,
     build_config,
     equal_share,
     make_scheduler,
