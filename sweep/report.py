@@ -1,18 +1,23 @@
-"""`sweep report NAME`: the sweep's results as files other tools read, from its files only (no Ray).
+"""`sweep report NAME`: the sweep's results as files people and other tools read, from its files only (no Ray).
 
-Written so far: ``trials.parquet`` (one row per trial and epoch), ``summary.parquet`` (one row per trial),
-``best_config.yaml`` (what ``sweep train --config`` takes), ``report.md`` (the ranking) and ``study.db`` (a consistent
-copy of the Optuna study, for ``optuna-dashboard``). Works on a finished, running or interrupted sweep.
+Written: ``trials.parquet`` (one row per trial and epoch), ``summary.parquet`` (one row per trial),
+``best_config.yaml`` (what ``sweep train --config`` takes), ``figures/*.png``, ``report.md`` and a self-contained
+``report.html`` (the ranking, the confirmation when `sweep confirm` ran, the figures embedded), ``confirm.parquet``
+(one row per confirmation run) and ``study.db`` (a consistent copy of the Optuna study, for ``optuna-dashboard``).
+Works on a finished, running or interrupted sweep. Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
 import os
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sweep import ledger, ranking
+from sweep import confirm, ledger, plots, ranking
 from sweep.storage import join, resolve_storage, write_atomic
 
 REPORT_DIR = "report"
@@ -157,6 +162,42 @@ def copy_study(exp: str, target: str) -> None:
         raise
 
 
+def confirm_rows(exp: str) -> list[dict[str, Any]]:
+    """One row per confirmation run: its strategy, the sweep trial it re-ran, seed, state and every final metric."""
+    loaded = confirm.load(exp)
+    if loaded is None:
+        return []
+    plan, runs = loaded
+    saved = ledger.newest_checkpoints(join(exp, confirm.CONFIRM_DIR))
+    failed = {int(k): v for k, v in plan.get("failed", {}).items()}
+    rows = []
+    for run in runs:
+        ckpt = saved.get(run.number)
+        last = ckpt.history[-1] if ckpt and ckpt.history else {}
+        if run.number in failed:
+            state = f"failed: {failed[run.number]}"
+        elif last.get("stop_reason"):
+            state = f"failed: {last['stop_reason']}"
+        else:
+            state = "finished" if ckpt and ckpt.epoch >= plan["epochs"] else "to run"
+        metrics = {k: _scalar(v) for k, v in last.items() if k not in KEY_COLUMNS and k not in _WHERE}
+        rows.append(
+            {
+                "run": run.number,
+                "strategy": run.strategy,
+                "sweep_trial": run.finalist,
+                "seed": run.seed,
+                "state": state,
+                "epoch": int(last.get("epoch", 0)),
+                "timestamp": last.get("timestamp"),
+                "node_id": last.get("node_id"),
+                **metrics,
+                **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(run.config.items())},
+            }
+        )
+    return rows
+
+
 def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.stdout) -> int:
     exp, plan, study = ledger.load_sweep(name, storage)
     metric, mode, epochs = plan["metric"], plan["mode"], plan["epochs"]
@@ -164,35 +205,172 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
     target = resolve_storage(out_dir) if out_dir else join(exp, REPORT_DIR)
     if os.path.exists(target) and not os.path.isdir(target):
         raise ValueError(f"--out {target} is a file; give a directory")
+    written = []
 
-    write_atomic(join(target, "trials.parquet"), parquet_bytes(trial_rows(records, epochs), KEY_COLUMNS))
-    write_atomic(
-        join(target, "summary.parquet"),
+    def write(rel: str, data: bytes | str) -> None:
+        write_atomic(join(target, rel), data)
+        written.append(rel)
+
+    write("trials.parquet", parquet_bytes(trial_rows(records, epochs), KEY_COLUMNS))
+    write(
+        "summary.parquet",
         parquet_bytes(summary_rows(records, metric, epochs), ("trial_id", "strategy", "state", "epochs")),
     )
     best = best_config(records, metric, mode, epochs)
     if best is not None:
-        score = best.last[metric]
-        config = dict(best.config)
-        # The trial ran with the threads of its CPU share; another count changes float sums and so the result.
-        cpus = plan.get("settings", {}).get("cpus_per_trial", 1)
-        config.setdefault("num_threads", max(1, int(cpus or 1)))
-        header = (
-            f"# best configuration of sweep {name}: trial {best.number} ({best.config.get('strategy')}), validation "
-            f"{metric} {score:.4f} at epoch {best.epochs}/{epochs}\n# retrain: sweep train --config best_config.yaml\n"
-        )
-        write_atomic(join(target, "best_config.yaml"), header + yaml.safe_dump(config, sort_keys=False))
-    rows = ranking.rank(records, metric, mode, epochs)
-    spent = sum(r.epochs for r in records)
-    table = ranking.format_table(rows, metric, epochs)
-    md = (
-        f"# Sweep {name}\n\nspace {plan['space']}, {len(records)} of {plan['num_samples']} trials, {spent} of "
-        f"{plan['num_samples'] * epochs} trial-epochs\n\n## Ranking by validation {metric}\n\n{table}\n"
-    )
-    write_atomic(join(target, "report.md"), md)
+        write("best_config.yaml", best_config_yaml(name, best, plan))
+    confirmed = confirm.load_summary(exp)
+    if confirmed is not None:
+        write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "strategy", "sweep_trial", "seed", "state")))
+    rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") == "asha" else []
+    figures = plots.report_figures(records, metric, mode, epochs, rungs)
+    if confirmed is not None and confirmed.runs_done:
+        figures.insert(0, plots.confirm_figure(confirmed))
+    for fig in figures:
+        write(f"figures/{fig.name}.png", fig.png)
+    page = Page(name, plan, records, confirmed, figures, plots.param_importance(records, metric, mode), rungs)
+    write("report.md", page.markdown())
+    write("report.html", page.html())
     copy_study(exp, join(target, ledger.STUDY_FILE))
+    written.append(ledger.STUDY_FILE)
     print(f"report of {name}: {len(records)} trials -> {target}", file=out)
-    for f in ("trials.parquet", "summary.parquet", "best_config.yaml", "report.md", ledger.STUDY_FILE):
-        if os.path.exists(join(target, f)):
-            print(f"  {f}", file=out)
+    for f in written:
+        print(f"  {f}", file=out)
     return 0
+
+
+def best_config_yaml(name: str, best: ranking.TrialRecord, plan: dict[str, Any]) -> str:
+    metric, epochs = plan["metric"], plan["epochs"]
+    config = dict(best.config)
+    # The trial ran with the threads of its CPU share; another count changes float sums and so the result.
+    cpus = plan.get("settings", {}).get("cpus_per_trial", 1)
+    config.setdefault("num_threads", max(1, int(cpus or 1)))
+    header = (
+        f"# best configuration of sweep {name}: trial {best.number} ({best.config.get('strategy')}), validation "
+        f"{metric} {best.last[metric]:.4f} at epoch {best.epochs}/{epochs}\n"
+        "# retrain: sweep train --config best_config.yaml\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+class Page:
+    """The report's content once, rendered as Markdown (figures linked) and as self-contained HTML (embedded)."""
+
+    def __init__(self, name: str, plan: dict[str, Any], records: Sequence[ranking.TrialRecord],
+                 confirmed: confirm.Summary | None, figures: Sequence[Any], importance: Any, rungs: Sequence[int]):
+        self.name, self.plan, self.records, self.confirmed = name, plan, records, confirmed
+        self.figures, self.importance = figures, importance
+        metric, epochs = plan["metric"], plan["epochs"]
+        self.rows = ranking.rank(records, metric, plan["mode"], epochs)
+        spent, total = sum(r.epochs for r in records), plan["num_samples"] * epochs
+        counts = {s: sum(r.status == s for r in records) for s in ("finished", "stopped", "failed", "running")}
+        schedule = f"ASHA rungs at epochs {', '.join(map(str, rungs))}" if rungs else f"scheduler {plan['scheduler']}"
+        self.summary = (
+            f"Space {plan['space']}: {len(records)} of {plan['num_samples']} trials ({counts['finished']} at full "
+            f"budget, {counts['stopped']} stopped early, {counts['failed']} failed, {counts['running']} unfinished), "
+            f"{spent} of {total} trial-epochs ({spent / max(1, total):.0%} of a grid's), up to {epochs} epochs per "
+            f"trial, {schedule}. Ranked by validation {metric} ({plan['mode']})."
+        )
+        self.caveat = (
+            "A strategy's score is its best trial's last validation score, full-budget trials first; rows not at "
+            "full budget compare shorter runs. One seed and the validation split used for selection: the top "
+            "scores are biased up" + ("; the confirmation below re-runs them." if confirmed else
+                                      "; `sweep confirm` re-runs them on fresh seeds and the test split.")
+        )
+        self.problems = [r for r in records if r.status == "failed" or (r.status == "stopped" and r.reason
+                                                                          and "scheduler" not in r.reason)]
+
+    def _sections(self) -> list[tuple[str, list[tuple[str, Any]]]]:
+        """(heading, blocks); a block is ("p", text), ("table", (header, cells, align)) or ("figure", fig)."""
+        metric, epochs = self.plan["metric"], self.plan["epochs"]
+        out: list[tuple[str, list[tuple[str, Any]]]] = []
+        header, cells = ranking.table(self.rows, metric, epochs)
+        out.append((f"Ranking by validation {metric}", [("p", self.summary), ("table", (header, cells,
+                    ranking.RANKING_ALIGN)), ("p", self.caveat)]))
+        if self.confirmed is not None:
+            c = self.confirmed
+            blocks: list[tuple[str, Any]] = [("p", confirm.headline(c))]
+            h, cc = confirm.table(c)
+            blocks += [("table", (h, cc, confirm.CONFIRM_ALIGN)), ("p", c.verdict)]
+            blocks += [("figure", f) for f in self.figures if f.name == "confirm"]
+            out.append(("Confirmation on the test split", blocks))
+        figs = [("figure", f) for f in self.figures if f.name != "confirm"]
+        if figs:
+            out.append(("Figures", figs))
+        if self.importance is not None:
+            imp = self.importance
+            cells = [[k + (" *" if k in imp.conditional else ""), f"{v:.3f}"] for k, v in imp.importances.items()]
+            text = (
+                f"fANOVA (Optuna) over {imp.trials} trials, on the validation {metric} at epoch {imp.epoch} (the "
+                "last epoch every scored trial reached; failed trials left out). A knob marked * exists only under "
+                "some strategies and is set to an 'inactive' value elsewhere, so its importance includes the choice "
+                "of strategy that enables it. With few trials per strategy these numbers are rough."
+            )
+            out.append(("Hyperparameter importance", [("p", text), ("table", (["parameter", "importance"], cells,
+                                                                              "lr"))]))
+        if self.problems:
+            cells = [[str(r.number), str(r.config.get("strategy")), trial_state(r, epochs),
+                      ranking.describe_config(r.config)] for r in self.problems]
+            out.append(("Failed and cut trials", [("table", (["trial", "strategy", "state", "configuration"], cells,
+                                                              "r"))]))
+        files = (
+            "trials.parquet (one row per trial and epoch), summary.parquet (one row per trial), best_config.yaml "
+            "(`sweep train --config best_config.yaml` retrains the best trial), figures/, study.db (`optuna-dashboard "
+            "sqlite:///study.db`)" + (", confirm.parquet (one row per confirmation run)" if self.confirmed else "")
+        )
+        out.append(("Files", [("p", files)]))
+        return out
+
+    def markdown(self) -> str:
+        parts = [f"# Sweep {self.name}\n"]
+        for heading, blocks in self._sections():
+            parts.append(f"## {heading}\n")
+            for kind, value in blocks:
+                if kind == "p":
+                    parts.append(value + "\n")
+                elif kind == "table":
+                    parts.append(ranking.markdown_table(*value) + "\n")
+                else:
+                    parts.append(f"![{value.title}](figures/{value.name}.png)\n\n{value.caption}\n")
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        """One file, no network: figures as data: URIs, styles inline, everything from configs or names escaped."""
+        e = html.escape
+        body = [f"<h1>Sweep {e(self.name)}</h1>",
+                f"<p class=\"meta\">generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"]
+        for heading, blocks in self._sections():
+            body.append(f"<h2>{e(heading)}</h2>")
+            for kind, value in blocks:
+                if kind == "p":
+                    body.append(f"<p>{e(value)}</p>")
+                elif kind == "table":
+                    header, cells, align = value
+                    th = "".join(f"<th>{e(h)}</th>" for h in header)
+                    tds = ['<td class="num">' if align[i : i + 1] == "r" else "<td>" for i in range(len(header))]
+                    trs = "".join(
+                        "<tr>" + "".join(f"{tds[i]}{e(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in cells
+                    )
+                    body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+                else:
+                    data = base64.b64encode(value.png).decode("ascii")
+                    body.append(
+                        f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{e(value.title)}\">"
+                        f"<figcaption><b>{e(value.title)}.</b> {e(value.caption)}</figcaption></figure>"
+                    )
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>Sweep {e(self.name)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
+
+
+_CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+    "color:#222;line-height:1.45}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid "
+    "#ddd}table{border-collapse:collapse;font-size:.85em;margin:.8em 0}th,td{border:1px solid #ccc;padding:.25em "
+    ".5em;text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:"
+    "tabular-nums}figure{margin:1.2em 0}img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:"
+    ".9em;color:#444}.meta{color:#666;font-size:.9em}"
+)

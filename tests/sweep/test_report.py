@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import optuna
 import pyarrow.parquet as pq
 import pytest
@@ -33,7 +37,7 @@ TRIALS = [
 ]
 
 
-def _fake_sweep(root: Path, name: str = "fake") -> Path:
+def _fake_sweep(root: Path, name: str = "fake", best_extra: dict | None = None) -> Path:
     exp = root / name
     exp.mkdir(parents=True)
     plan = {"space": "digits", "num_samples": 6, "epochs": EPOCHS, "metric": METRIC, "mode": "max",
@@ -43,6 +47,8 @@ def _fake_sweep(root: Path, name: str = "fake") -> Path:
     for number, (strategy, knobs, reached, state, scores) in enumerate(TRIALS):
         trial = study.ask()
         config = {"strategy": strategy, "epochs": EPOCHS, "limit": 100, "width": 8, **knobs}
+        if number == 1:  # the best trial
+            config.update(best_extra or {})
         trial.set_user_attr("config", config)
         history = [
             {"epoch": e, METRIC: s, "loss": 1.0 / e, "stop_reason": "", "trial": number, "session": 0,
@@ -129,3 +135,69 @@ def test_report_cli_and_bad_names(tmp_path):
     assert "trials.parquet" in ok.stdout and "best_config.yaml" in ok.stdout
     bad = subprocess.run([SWEEP, "report", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no sweep 'nope'" in bad.stderr
+
+
+# --- the HTML report -------------------------------------------------------------------------------------------
+
+HOSTILE = '<script>alert("x")</script>&'
+
+
+def test_html_report_is_self_contained_and_escapes_names_and_configs(tmp_path):
+    name = "we<i>rd&name"
+    exp = _fake_sweep(tmp_path, name, best_extra={"note": HOSTILE})  # shown in the ranking's configuration
+    report(name, str(tmp_path), out=open("/dev/null", "w"))
+    page = (exp / "report" / "report.html").read_text()
+    assert "<script" not in page and "<i>rd" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page and "we&lt;i&gt;rd&amp;name" in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched from a network
+    figures = sorted(p.stem for p in (exp / "report" / "figures").glob("*.png"))
+    assert figures and page.count("data:image/png;base64,") == len(figures)
+    md = (exp / "report" / "report.md").read_text()
+    assert all(f"figures/{f}.png" in md for f in figures)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+def test_html_report_opens_in_headless_chromium_without_errors_and_is_not_blank(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium before `make test`")
+        pytest.skip("NOTICE: chromium is not installed (apt-get install chromium); the HTML report was not opened")
+    exp = _fake_sweep(tmp_path)
+    report("fake", str(tmp_path), out=open("/dev/null", "w"))
+    page = exp / "report" / "report.html"
+    # A copy instrumented to say, once loaded, how many images decoded and whether any script error happened.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--no-first-run", "--user-data-dir=" + str(tmp_path / "profile"), "--virtual-time-budget=5000"]
+    dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-images="(\d+)/(\d+)" data-errors="(\d+)"', dom.stdout)
+    assert found, dom.stdout[-2000:]
+    loaded, total, errors = map(int, found.groups())
+    assert total > 0 and loaded == total and errors == 0
+    assert "Sweep fake" in dom.stdout and "Ranking by validation" in dom.stdout
+
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([*common, "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.std() > 0.05  # not a blank page
+    assert (pixels.mean(axis=2) < 0.9).mean() > 0.01  # ink on more than 1% of it
+
+
+PROBE = """<script>
+window.addEventListener("error", () => { document.body.dataset.errs = (+(document.body.dataset.errs || 0) + 1); });
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+  document.body.setAttribute("data-errors", String(+(document.body.dataset.errs || 0)));
+});
+</script>"""
