@@ -8,8 +8,6 @@ from typing import Any
 
 import optuna
 
-from trainables.config import METRIC, MODE
-
 SpaceFn = Callable[[optuna.Trial], "dict[str, Any] | None"]
 
 
@@ -20,8 +18,8 @@ class Study:
     name: str
     description: str
     space: SpaceFn
-    metric: str = METRIC
-    mode: str = MODE
+    metric: str | None = None  # None: the task's own (trainables.config.METRICS)
+    mode: str | None = None
     num_samples: int = 20  # default trial budget of `sweep run`
     scheduler: str = "asha"  # "asha" (early stopping on the epoch) or "fifo" (every trial to full budget)
     grid: Mapping[str, tuple[Any, ...]] | None = field(default=None)  # exhaustive grid instead of TPE

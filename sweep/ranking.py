@@ -37,6 +37,12 @@ HIDDEN_CONFIG_KEYS = {
     "sweep_trial",
     "sweep_session",
     "sweep_resume",
+    "n_mels",
+    "score",
+    "word_dim",
+    "word_vectors",
+    "conv_width",
+    "gru_units",
 }
 
 

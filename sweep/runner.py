@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from optuna.trial import TrialState
 from search_spaces import Study, describe_space, load_study
 from sweep import ledger, ranking
 from sweep.storage import is_uri, join, read_text, resolve_storage, storage_hint, write_atomic
-from trainables.config import TrialConfig
-from trainables.data import check_dataset
+from trainables.config import METRICS, parse_config
+from trainables.train import check_data
 
 # Ray's own snapshots are not what a resume reads, but keep them fresh for anyone who looks.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
@@ -62,22 +62,21 @@ class SweepSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def trial_overrides(s: SweepSettings) -> dict[str, Any]:
+# `--smoke-test`, per task: seconds, not minutes (a sliver of the data, a tiny encoder, a cheap probe).
+SMOKE: dict[str, dict[str, Any]] = {
+    "image": {"limit": 200, "width": 8, "proj_hidden_dim": 32, "proj_dim": 16, "probe_epochs": 20, "batch_size": 32},
+    "audio_text": {"limit": 30, "conv_width": 4, "gru_units": 8, "n_mels": 16, "batch_size": 16},
+}
+
+
+def trial_overrides(s: SweepSettings, task: str = "image") -> dict[str, Any]:
     out: dict[str, Any] = {"seed": s.seed}
     if s.epochs is not None:
         out["epochs"] = s.epochs
     if s.data_root is not None:
         out["data_root"] = s.data_root
-    if s.smoke_test:  # seconds, not minutes: a sliver of the data, a tiny encoder, a cheap probe
-        out.update(
-            epochs=s.epochs or 2,
-            limit=200,
-            width=8,
-            proj_hidden_dim=32,
-            proj_dim=16,
-            probe_epochs=20,
-            batch_size=32,
-        )
+    if s.smoke_test:
+        out.update(SMOKE[task], epochs=s.epochs or 2)
     return {**out, **s.overrides}
 
 
@@ -101,6 +100,7 @@ class Plan:
     num_samples: int
     name: str
     storage: str
+    task: str = "image"
 
     @property
     def exp(self) -> str:
@@ -119,6 +119,7 @@ class Plan:
                 "metric": self.study.metric,
                 "mode": self.study.mode,
                 "scheduler": self.study.scheduler,
+                "task": self.task,
             },
             indent=2,
         )
@@ -150,11 +151,13 @@ def plan(s: SweepSettings) -> Plan:
                 f"--set strategy={pinned} is not a strategy of this sweep; choose from {', '.join(strategies)}"
             )
         strategies = (pinned,)
-    overrides = trial_overrides(s)
+    overrides = trial_overrides(s, fixed.get("task", "image"))
     for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
         _check_trial(study, strategy, fixed, overrides, every)
-    cfg = TrialConfig.from_dict({**fixed, "strategy": strategies[0], **overrides})
-    check_dataset(cfg.dataset, cfg.data_root)
+    cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
+    check_data(cfg)
+    metric, mode = METRICS[cfg.task]
+    study = replace(study, metric=study.metric or metric, mode=study.mode or mode)
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
         raise ValueError(f"`--num-samples` is {num_samples} but must be >= 1")
@@ -162,13 +165,13 @@ def plan(s: SweepSettings) -> Plan:
     name = s.name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r} must be a plain directory name (no '/', not starting with '.')")
-    return Plan(s, study, strategies, cfg.epochs, num_samples, name, storage)
+    return Plan(s, study, strategies, cfg.epochs, num_samples, name, storage, cfg.task)
 
 
 def _valid(config: dict[str, Any]) -> str:
     """'' for a valid trial config, else why not."""
     try:
-        TrialConfig.from_dict(config)
+        parse_config(config)
     except ValueError as exc:
         return str(exc)
     return ""
@@ -276,8 +279,9 @@ def load_plan(name: str, storage: str) -> tuple[Plan, optuna.Study]:
     known = {f.name for f in fields(SweepSettings)}
     settings = SweepSettings(**{k: v for k, v in saved["settings"].items() if k in known})
     p = plan(settings)
-    root = resolve_storage(storage)
-    return Plan(settings, p.study, tuple(saved["strategies"]), saved["epochs"], saved["num_samples"], name, root), study
+    kept = replace(p, strategies=tuple(saved["strategies"]), epochs=saved["epochs"], num_samples=saved["num_samples"],
+                   name=name, storage=resolve_storage(storage))
+    return kept, study
 
 
 def resume(name: str, storage: str, *, address: str | None = None, max_concurrent: int | None = None,
@@ -386,7 +390,7 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     study = ledger.open_study(exp)
     scheduler = make_scheduler(p.study.scheduler, epochs)
     scheduler.set_search_properties(p.study.metric, p.study.mode)
-    overrides = trial_overrides(s)
+    overrides = trial_overrides(s, p.task)
     saved = ledger.newest_checkpoints(exp)
 
     def rebuild(params: dict[str, Any]) -> dict[str, Any]:

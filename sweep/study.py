@@ -31,7 +31,7 @@ from ray.tune.search import Searcher
 
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
 from sweep.ranking import default_grace_period, finite
-from trainables.config import TrialConfig
+from trainables.config import parse_config
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
 TIME_ATTR = "epoch"  # reported by every trial, 1-based: ASHA's time unit and Optuna's step
@@ -134,7 +134,7 @@ class SweepSearcher(Searcher):
         while len(self.study.get_trials(deepcopy=False, states=ASKED)) < self.num_samples:
             number, config = self._ask()
             try:
-                TrialConfig.from_dict(config)
+                parse_config(config)
             except ValueError as exc:  # a space that yields an invalid config: a failed trial, no compute spent
                 self.log(f"trial {number} not run: {exc}")
                 failed = judge(None, self.max_t, self.metric, error=f"invalid config: {exc}")

@@ -13,23 +13,128 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from trainables.data import DATASETS
 from trainables.models import ENCODERS
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
-TASKS = ("image",)
+TASKS = ("image", "audio_text")
 DEVICES = ("auto", "cpu", "cuda")
+AUDIO_TEXT_DATASETS = ("synthetic", "clotho")
 
 # The score a sweep ranks on, per task, and its direction. The validation split is used; test is for finalists.
-METRIC = "linear_acc"
-MODE = "max"
+METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "image": ("linear_acc", "max"),
+        "audio_text": ("map_mean", "max"),  # mean of text->audio and audio->text mAP over the full ranking
+    }
+)
+METRIC, MODE = METRICS["image"]
+
+
+# The general settings' rules, checked by the same code as the strategy knobs.
+_COMMON: Mapping[str, Knob] = MappingProxyType(
+    {
+        "lr": Knob("setting", "Adam learning rate", low=0.0, low_open=True, high=10.0),
+        "weight_decay": Knob("setting", "Adam weight decay", low=0.0),
+        "temperature": Knob("setting", "softmax temperature", low=0.0, low_open=True, high=100.0),
+        "batch_size": Knob("setting", "items per batch", low=2, integer=True),
+        "epochs": Knob("setting", "full budget", low=1, integer=True),
+        "seed": Knob("setting", "seeds data split, init and every epoch", low=0, integer=True),
+        "limit": Knob("setting", "items kept per split", low=10, integer=True, optional=True),
+        "eval_every": Knob("setting", "epochs between validation scores", low=1, integer=True),
+        "evaluate_test": Knob("setting", "score the test split at the last epoch", choices=(False, True)),
+        "device": Knob("setting", "where the trial runs", choices=DEVICES),
+        "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
+    }
+)
+_IMAGE_SETTINGS: Mapping[str, Knob] = MappingProxyType(
+    {
+        **_COMMON,
+        "task": Knob("setting", "what a trial trains", choices=("image",)),
+        "batch_size": Knob("setting", "items per batch (two views each)", low=2, integer=True),
+        "dataset": Knob("setting", "data set", choices=DATASETS),
+        "image_size": Knob("setting", "resize to this square size", low=4, integer=True, optional=True),
+        "encoder": Knob("setting", "backbone", choices=ENCODERS),
+        "width": Knob("setting", "small_resnet width", low=1, integer=True),
+        "proj_hidden_dim": Knob("setting", "projection head hidden size", low=1, integer=True),
+        "proj_dim": Knob("setting", "projection size", low=2, integer=True),
+        "probe_epochs": Knob("setting", "linear probe iterations", low=1, integer=True),
+        "knn_k": Knob("setting", "neighbours of the kNN score", low=1, integer=True),
+    }
+)
+
+_AUDIO_TEXT_SETTINGS: Mapping[str, Knob] = MappingProxyType(
+    {
+        **_COMMON,
+        "task": Knob("setting", "what a trial trains", choices=("audio_text",)),
+        "dataset": Knob("setting", "data set", choices=AUDIO_TEXT_DATASETS),
+        "n_mels": Knob("setting", "mel bands of the log-mel features", low=8, integer=True),
+        "score": Knob("setting", "audio-caption score", choices=("alignment", "pooled")),
+        "word_dim": Knob("setting", "word vector size of the embedded data", low=2, integer=True),
+        "conv_width": Knob("setting", "audio CRNN convolution channels", low=1, integer=True),
+        "gru_units": Knob("setting", "audio CRNN GRU units per direction", low=1, integer=True),
+    }
+)
+
+
+class TaskConfig:
+    """What every task's config shares: parsing a flat dict, the strategy's parts and knobs, the flat form back."""
+
+    TASK: ClassVar[str]
+    SETTINGS: ClassVar[Mapping[str, Knob]]
+    PATHS: ClassVar[tuple[str, ...]] = ("data_root",)
+
+    strategy: str
+    knobs: Mapping[str, Any]
+
+    @property
+    def strategy_spec(self) -> Strategy:
+        return get_strategy(self.strategy, self.TASK)
+
+    @property
+    def loss_knobs(self) -> dict[str, Any]:
+        return {k: self.knobs[k] for k in self.strategy_spec.loss_knobs}
+
+    def part_knobs(self, part: str) -> dict[str, Any]:
+        return {k: v for k, v in self.knobs.items() if KNOBS[k].part == part}
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> Any:
+        """Validate a flat config dict; raise ValueError naming the first offending key."""
+        if not isinstance(config, Mapping):
+            raise ValueError(f"a trial config must be a mapping of settings, not {type(config).__name__}")
+        general = {f.name for f in dataclasses.fields(cls)} - {"knobs"}
+        unknown = [k for k in config if k not in general and k not in KNOBS]
+        if unknown:
+            raise ValueError(
+                f"unknown config key `{unknown[0]}` for task {cls.TASK!r}; valid keys are the settings "
+                f"({', '.join(sorted(general))}) and the strategy knobs ({', '.join(KNOBS)})"
+            )
+        strategy = get_strategy(config.get("strategy", cls.strategy), cls.TASK)
+        knobs = strategy.resolve({k: v for k, v in config.items() if k in KNOBS})
+        _check_conditional_knobs(strategy, config, knobs)
+        values = {k: v for k, v in config.items() if k in general}
+        for key in cls.PATHS:
+            if values.get(key) is not None and not isinstance(values[key], str):
+                raise ValueError(f"`{key}` is {values[key]!r} but must be a path")
+        checked = {k: cls.SETTINGS[k].check(k, x) if k in cls.SETTINGS else x for k, x in values.items()}
+        return cls(**checked, knobs=MappingProxyType(knobs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form `from_dict` takes: settings that differ from nothing are all written out."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "knobs"}  # type: ignore
+        out.update((k, v) for k, v in self.knobs.items() if k not in _inactive(self.knobs))
+        return out
 
 
 @dataclass(frozen=True)
-class TrialConfig:
+class TrialConfig(TaskConfig):
     """One trial of the image task. Field defaults are the project's defaults; search spaces override them."""
+
+    TASK: ClassVar[str] = "image"
+    SETTINGS: ClassVar[Mapping[str, Knob]] = _IMAGE_SETTINGS
 
     strategy: str = "infonce"
     task: str = "image"
@@ -61,40 +166,55 @@ class TrialConfig:
     # strategy knobs, resolved against the strategy's preset defaults (read-only)
     knobs: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def strategy_spec(self) -> Strategy:
-        return get_strategy(self.strategy)
 
-    @property
-    def loss_knobs(self) -> dict[str, Any]:
-        return {k: self.knobs[k] for k in self.strategy_spec.loss_knobs}
+@dataclass(frozen=True)
+class AudioTextConfig(TaskConfig):
+    """One trial of the audio-text retrieval task (Xie et al.): an audio CRNN trained against caption words."""
 
-    def part_knobs(self, part: str) -> dict[str, Any]:
-        return {k: v for k, v in self.knobs.items() if KNOBS[k].part == part}
+    TASK: ClassVar[str] = "audio_text"
+    SETTINGS: ClassVar[Mapping[str, Knob]] = _AUDIO_TEXT_SETTINGS
+    PATHS: ClassVar[tuple[str, ...]] = ("data_root", "word_vectors")
 
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
-        """Validate a flat config dict; raise ValueError naming the first offending key."""
-        if not isinstance(config, Mapping):
-            raise ValueError(f"a trial config must be a mapping of settings, not {type(config).__name__}")
-        general = {f.name for f in dataclasses.fields(cls)} - {"knobs"}
-        unknown = [k for k in config if k not in general and k not in KNOBS]
-        if unknown:
-            raise ValueError(
-                f"unknown config key `{unknown[0]}`; valid keys are the settings "
-                f"({', '.join(sorted(general))}) and the strategy knobs ({', '.join(KNOBS)})"
-            )
-        strategy = get_strategy(config.get("strategy", cls.strategy))
-        knobs = strategy.resolve({k: v for k, v in config.items() if k in KNOBS})
-        _check_conditional_knobs(strategy, config, knobs)
-        values = {k: v for k, v in config.items() if k in general}
-        return cls(**_check_general(values), knobs=MappingProxyType(knobs))
+    strategy: str = "random_ns"
+    task: str = "audio_text"
+    # optimisation (Adam, no weight decay, as Xie et al.)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    temperature: float = 0.07  # read by infonce only; the hinge strategies use `margin`
+    batch_size: int = 32  # caption-level pairs
+    epochs: int = 15
+    seed: int = 0
+    # data
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    word_vectors: str | None = None  # word2vec/GloVe text file for real captions; without it words are learned
+    limit: int | None = None
+    n_mels: int = 64
+    # model and score
+    score: str = "alignment"  # Xie's mean ReLU frame-word cosine, or `pooled` (cosine of mean embeddings)
+    word_dim: int = 64  # the embedded data's word vectors (a word-vector file brings its own)
+    conv_width: int = 16
+    gru_units: int = 32
+    # evaluation on the validation split
+    eval_every: int = 1
+    evaluate_test: bool = False
+    # execution
+    device: str = "auto"
+    num_threads: int | None = None
+    knobs: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The flat form `from_dict` takes: settings that differ from nothing are all written out."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "knobs"}
-        out.update((k, v) for k, v in self.knobs.items() if k not in _inactive(self.knobs))
-        return out
+
+TASK_CONFIGS: Mapping[str, type] = MappingProxyType({"image": TrialConfig, "audio_text": AudioTextConfig})
+
+
+def parse_config(config: Mapping[str, Any]) -> Any:
+    """The config of the task that ``config['task']`` names (image when absent), validated."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a trial config must be a mapping of settings, not {type(config).__name__}")
+    task = config.get("task", "image")
+    if task not in TASK_CONFIGS:
+        raise ValueError(f"`task` is {task!r} but must be one of {', '.join(TASK_CONFIGS)}")
+    return TASK_CONFIGS[task].from_dict(config)
 
 
 # Knobs that act only under one label source; under another they would silently do nothing.
@@ -112,36 +232,3 @@ def _check_conditional_knobs(strategy: Strategy, given: Mapping[str, Any], knobs
             f"`{key}` applies only with label_source '{_LABEL_SOURCE_OF[key]}' (strategy "
             f"'{strategy.name}' uses '{knobs['label_source']}')"
         )
-
-
-# The general settings' rules, checked by the same code as the strategy knobs.
-_SETTINGS: Mapping[str, Knob] = MappingProxyType(
-    {
-        "task": Knob("setting", "what a trial trains", choices=TASKS),
-        "lr": Knob("setting", "Adam learning rate", low=0.0, low_open=True, high=10.0),
-        "weight_decay": Knob("setting", "Adam weight decay", low=0.0),
-        "temperature": Knob("setting", "softmax temperature", low=0.0, low_open=True, high=100.0),
-        "batch_size": Knob("setting", "items per batch (two views each)", low=2, integer=True),
-        "epochs": Knob("setting", "full budget", low=1, integer=True),
-        "seed": Knob("setting", "seeds data split, init and every epoch", low=0, integer=True),
-        "dataset": Knob("setting", "data set", choices=DATASETS),
-        "image_size": Knob("setting", "resize to this square size", low=4, integer=True, optional=True),
-        "limit": Knob("setting", "items kept per split", low=10, integer=True, optional=True),
-        "encoder": Knob("setting", "backbone", choices=ENCODERS),
-        "width": Knob("setting", "small_resnet width", low=1, integer=True),
-        "proj_hidden_dim": Knob("setting", "projection head hidden size", low=1, integer=True),
-        "proj_dim": Knob("setting", "projection size", low=2, integer=True),
-        "probe_epochs": Knob("setting", "linear probe iterations", low=1, integer=True),
-        "knn_k": Knob("setting", "neighbours of the kNN score", low=1, integer=True),
-        "eval_every": Knob("setting", "epochs between validation scores", low=1, integer=True),
-        "evaluate_test": Knob("setting", "score the test split at the last epoch", choices=(False, True)),
-        "device": Knob("setting", "where the trial runs", choices=DEVICES),
-        "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
-    }
-)
-
-
-def _check_general(v: dict[str, Any]) -> dict[str, Any]:
-    if v.get("data_root") is not None and not isinstance(v["data_root"], str):
-        raise ValueError(f"`data_root` is {v['data_root']!r} but must be a path")
-    return {k: _SETTINGS[k].check(k, x) if k in _SETTINGS else x for k, x in v.items()}

@@ -5,11 +5,12 @@ Every method this project sweeps is a choice of
 - a *positive constructor* (data): which item supplies the second view of anchor i;
 - a *batch sampler* (data): which items share a batch, hence which negatives exist;
 - a *negative weighting* (loss): how the in-batch negatives enter the softmax;
-- a *loss family*: ``softmax`` (NT-Xent / InfoNCE) for the image task.
+- a *loss family*: ``softmax`` (NT-Xent / InfoNCE) or ``hinge`` (bidirectional margin triplet, Xie et al.).
 
 A strategy fixes the parts and gives default values to their knobs; the knobs stay free, so a search space can
 sweep ``tau_plus`` or ``sp_ratio`` under any strategy that has them. The registry key, the config value and the CLI
-choice are the same string everywhere.
+choice are the same string everywhere. Each task has its own registry (``TASK_STRATEGIES``): ``infonce`` is the same
+idea in the image task (two views) and in the audio-text task (a clip and its caption), so it is the same name.
 """
 
 from __future__ import annotations
@@ -78,8 +79,19 @@ KNOBS: Mapping[str, Knob] = MappingProxyType(
             choices=("band", "nearest"),
         ),
         "margin": Knob(
-            "weighting", "width of the semi-hard band, in cosine units", low=0.0, high=2.0, low_open=True
+            "weighting",
+            "width of the semi-hard band, and the hinge loss's margin, in score units",
+            low=0.0,
+            high=2.0,
+            low_open=True,
         ),
+        "select_by": Knob(
+            "weighting",
+            "score that ranks the candidate negatives: `cross` (audio-text, each direction on its own), `text` "
+            "(caption-caption) or `audio` (clip-clip); the within-modality ones pick one index for both directions",
+            choices=("cross", "text", "audio"),
+        ),
+        "k": Knob("weighting", "negatives kept per anchor and direction (Xie et al. keep 1)", low=1, integer=True),
         "sp_ratio": Knob(
             "positive", "probability that the positive is another item with the same label", low=0.0, high=1.0
         ),
@@ -112,7 +124,11 @@ KNOBS: Mapping[str, Knob] = MappingProxyType(
 
 # Which knobs each member of each part reads. A strategy's knobs are the union over its parts.
 POSITIVE_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"same_instance": (), "soft_class": ("sp_ratio", "label_source", "label_accuracy", "n_clusters")}
+    {
+        "same_instance": (),
+        "soft_class": ("sp_ratio", "label_source", "label_accuracy", "n_clusters"),
+        "cross_modal": (),  # the paired caption of a clip
+    }
 )
 SAMPLER_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"random": (), "one_per_class": (), "single_class": ("class_order",)}
@@ -123,9 +139,14 @@ WEIGHTING_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "debiased": ("tau_plus",),
         "importance": ("tau_plus", "beta"),
         "semi_hard": ("variant", "margin"),
+        "uniform_one": (),  # one candidate drawn at random per direction
+        "mean": (),  # every candidate, the hinge averaged
+        "hard_k": ("select_by", "k"),  # the k highest-scoring candidates
+        "easy_k": ("select_by", "k"),  # the k lowest-scoring candidates
     }
 )
-FAMILIES = ("softmax",)
+FAMILY_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType({"softmax": (), "hinge": ("margin",)})
+FAMILIES = tuple(FAMILY_KNOBS)
 
 
 @dataclass(frozen=True)
@@ -142,11 +163,14 @@ class Strategy:
 
     @property
     def knobs(self) -> tuple[str, ...]:
-        return POSITIVE_KNOBS[self.positive] + SAMPLER_KNOBS[self.sampler] + WEIGHTING_KNOBS[self.weighting]
+        parts = POSITIVE_KNOBS[self.positive] + SAMPLER_KNOBS[self.sampler] + self.loss_knobs
+        return tuple(dict.fromkeys(parts))
 
     @property
     def loss_knobs(self) -> tuple[str, ...]:
-        return WEIGHTING_KNOBS[self.weighting]
+        """The weighting's and the family's knobs; ``margin`` is one knob when both read it (FaceNet's band is
+        the triplet margin)."""
+        return tuple(dict.fromkeys(WEIGHTING_KNOBS[self.weighting] + FAMILY_KNOBS[self.family]))
 
     def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults merged with ``overrides``, each value checked; an unknown knob raises ValueError."""
@@ -158,8 +182,10 @@ class Strategy:
         return {key: KNOBS[key].check(key, merged[key]) for key in self.knobs}
 
 
-def _preset(name: str, positive: str, sampler: str, weighting: str, doc: str, **defaults: Any) -> Strategy:
-    strategy = Strategy(name, positive, sampler, weighting, "softmax", MappingProxyType(defaults), doc)
+def _preset(
+    name: str, positive: str, sampler: str, weighting: str, doc: str, family: str = "softmax", **defaults: Any
+) -> Strategy:
+    strategy = Strategy(name, positive, sampler, weighting, family, MappingProxyType(defaults), doc)
     missing = set(strategy.knobs) - set(defaults)
     if missing:  # a preset must give every knob a default, so that a bare strategy name is a complete config
         raise TypeError(f"preset {name!r} lacks defaults for {sorted(missing)}")
@@ -262,9 +288,47 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
 )
 
 
-def get_strategy(name: str) -> Strategy:
-    """The registered strategy, or ValueError listing the valid names."""
+def _xie(name: str, weighting: str, doc: str, **defaults: Any) -> Strategy:
+    return _preset(name, "cross_modal", "random", weighting, doc, family="hinge", margin=0.5, **defaults)
+
+
+# The audio-text retrieval strategies (Xie et al., ICASSP 2023, STRATEGIES.md section 3): a margin triplet loss in
+# both directions; the eight selections differ in which in-batch negatives it sees. Other captions of the same clip
+# are never negatives. InfoNCE over the same pairs is the comparison.
+AUDIO_TEXT_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _preset(
+                "infonce", "cross_modal", "random", "all", "cross-modal InfoNCE, both directions, same-clip captions "
+                "left out of the negatives (the comparison)"
+            ),
+            _xie("random_ns", "uniform_one", "random-NS: one negative drawn at random per direction"),
+            _xie("full_batch_ns", "mean", "full-batch-NS: the hinge averaged over every negative"),
+            _xie("hard_ns", "hard_k", "hard-NS: the highest audio-text score, per direction", select_by="cross", k=1),
+            _xie(
+                "semi_hard_ns",
+                "semi_hard",
+                "semi-hard-NS: the score nearest the positive's (Xie), or FaceNet's band below it",
+                variant="nearest",
+            ),
+            _xie("easy_text_ns", "easy_k", "easy-text-NS: the least similar caption's clip", select_by="text", k=1),
+            _xie("hard_text_ns", "hard_k", "hard-text-NS: the most similar caption's clip", select_by="text", k=1),
+            _xie("easy_audio_ns", "easy_k", "easy-audio-NS: the least similar clip", select_by="audio", k=1),
+            _xie("hard_audio_ns", "hard_k", "hard-audio-NS: the most similar clip", select_by="audio", k=1),
+        )
+    }
+)
+
+TASK_STRATEGIES: Mapping[str, Mapping[str, Strategy]] = MappingProxyType(
+    {"image": STRATEGIES, "audio_text": AUDIO_TEXT_STRATEGIES}
+)
+
+
+def get_strategy(name: str, task: str = "image") -> Strategy:
+    """The strategy registered for ``task``, or ValueError listing the valid names."""
+    registry = TASK_STRATEGIES.get(task, {})
     try:
-        return STRATEGIES[name]
+        return registry[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
+        raise ValueError(f"unknown strategy {name!r} for task {task!r}; choose one of: {', '.join(registry)}") from None

@@ -14,15 +14,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from trainables.augment import make_augment, make_eval_transform
-from trainables.config import TrialConfig
-from trainables.data import ImageData, load_image_data
+from trainables.config import TaskConfig, TrialConfig, parse_config
+from trainables.data import ImageData, check_dataset, load_image_data
 from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
 from trainables.files import write_atomic
 from trainables.losses import two_view_loss
@@ -36,6 +36,19 @@ COLLAPSE_STD = 0.02
 Reporter = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
+class TaskTrial(Protocol):
+    """What the epoch loop needs from a task: one training epoch, scores on a split, and the state to resume."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]: ...  # loss, stop_reason ("" or why to stop), ...
+
+    def evaluate(self, split: str) -> dict[str, float]: ...  # "val": the metric and embedding_std; "test": test_*
+
+    def collapsed(self, metrics: dict[str, Any]) -> bool: ...  # from the validation metrics
+
+
 @dataclass
 class _Trial:
     cfg: TrialConfig
@@ -46,6 +59,15 @@ class _Trial:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     eval_transform: Callable[[torch.Tensor], torch.Tensor]
     noisy_labels: np.ndarray | None
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        return _train_epoch(self, epoch)
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return _evaluate(self, split)
+
+    def collapsed(self, metrics: dict[str, Any]) -> bool:
+        return metrics["embedding_std"] < COLLAPSE_STD
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,15 +84,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _build(cfg: TrialConfig) -> _Trial:
+def prepare(cfg: Any) -> torch.device:
+    """Threads, device and seeds, before anything random is built."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    return resolve_device(cfg.device)
+
+
+def _build(cfg: TrialConfig) -> _Trial:
+    device = prepare(cfg)
     data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
     channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
     model = ContrastiveModel.build(
@@ -119,10 +146,21 @@ def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
     )
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """One step on ``loss``; none when it is not finite, so the weights stay finite and the epoch can still be
+    scored honestly before the trial stops."""
+    if not torch.isfinite(loss):
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return True
+
+
 def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
     cfg, spec = t.cfg, t.cfg.strategy_spec
     rng = np.random.default_rng([cfg.seed, epoch])
-    gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     labels = t.data.pretrain.y.numpy()
     batches = SAMPLERS[spec.sampler](labels, cfg.batch_size, rng, **cfg.part_knobs("sampler"))
     pos_knobs = cfg.part_knobs("positive")
@@ -137,12 +175,8 @@ def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
         _, z = t.model(x.to(t.device, non_blocking=True))
         z1, z2 = z.float().chunk(2)
         loss = two_view_loss(z1, z2, cfg.strategy, cfg.temperature, **cfg.loss_knobs)
-        if not torch.isfinite(loss):
-            # Stop before the step: the weights stay finite, so the epoch can still be scored honestly.
+        if not optimizer_step(t.optimizer, loss):
             return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t.optimizer.step()
         losses.append(loss.item())
         weights.append(len(idx))
         if spec.positive == "soft_class":
@@ -177,7 +211,7 @@ def _evaluate(t: _Trial, split: str = "val") -> dict[str, float]:
     return out
 
 
-def _state(t: _Trial, epoch: int) -> dict[str, Any]:
+def _state(t: TaskTrial, epoch: int) -> dict[str, Any]:
     return {
         "epoch": epoch,
         "config": t.cfg.to_dict(),
@@ -192,7 +226,7 @@ def _state(t: _Trial, epoch: int) -> dict[str, Any]:
     }
 
 
-def _restore(t: _Trial, state: Mapping[str, Any]) -> int:
+def _restore(t: TaskTrial, state: Mapping[str, Any]) -> int:
     t.model.load_state_dict(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
     rng = state["rng"]
@@ -213,26 +247,45 @@ def run_trial(
     tensors (no copy per epoch), so the reporter must persist it before it returns. A non-finite loss or collapsed
     embeddings end the trial early with ``stop_reason`` set in its last metrics; they never raise.
     """
-    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-    t = _build(cfg)
+    cfg = config if isinstance(config, TaskConfig) else parse_config(config)
+    t = _builder(cfg.task)(cfg)
     done = _restore(t, state) if state is not None else 0
     last: dict[str, Any] = {}
     for epoch in range(done + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        metrics = _train_epoch(t, epoch)
+        metrics = t.train_epoch(epoch)
         train_s = time.perf_counter() - start
         if epoch == cfg.epochs or metrics["stop_reason"] or epoch % cfg.eval_every == 0:
-            metrics.update(_evaluate(t))
-            if not metrics["stop_reason"] and metrics["embedding_std"] < COLLAPSE_STD:
+            metrics.update(t.evaluate("val"))
+            if not metrics["stop_reason"] and t.collapsed(metrics):
                 metrics["stop_reason"] = "collapsed embeddings"
         if cfg.evaluate_test and (epoch == cfg.epochs or metrics["stop_reason"]):
-            metrics.update(_evaluate(t, "test"))
+            metrics.update(t.evaluate("test"))
         metrics.update(epoch=epoch, time_train_s=train_s, time_eval_s=time.perf_counter() - start - train_s)
         report(metrics, _state(t, epoch))
         last = metrics
         if metrics["stop_reason"]:
             break
     return last
+
+
+def check_data(cfg: Any) -> None:
+    """Fail fast, before a sweep starts, when a trial's data is not where the config says (nothing is loaded)."""
+    if cfg.task == "audio_text":
+        from trainables.audio_text_data import check_audio_text_dataset
+
+        check_audio_text_dataset(cfg.dataset, cfg.data_root, cfg.word_vectors)
+        return
+    check_dataset(cfg.dataset, cfg.data_root)
+
+
+def _builder(task: str) -> Callable[[Any], TaskTrial]:
+    """Each task's trial is built by its own module, imported only when that task runs."""
+    if task == "audio_text":
+        from trainables.audio_text import build
+
+        return build
+    return _build
 
 
 def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -243,9 +296,9 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
 
     from tensorboardX import SummaryWriter
 
-    cfg = TrialConfig.from_dict(config)
+    cfg = parse_config(config)
     if out_dir is None:
-        return run_trial(cfg, lambda m, s: log(_epoch_line(m, cfg.epochs)))
+        return run_trial(cfg, lambda m, s: log(_epoch_line(m, cfg.epochs, cfg.task)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
@@ -267,7 +320,7 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
         history.append(json.dumps(metrics))
         write_atomic(ckpt, lambda f: torch.save(trial_state, f))
         write_atomic(history_path, ("\n".join(history) + "\n").encode())
-        log(_epoch_line(metrics, cfg.epochs))
+        log(_epoch_line(metrics, cfg.epochs, cfg.task))
 
     try:
         return run_trial(cfg, report, state=state)
@@ -275,8 +328,13 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
         writer.close()
 
 
-def _epoch_line(m: Mapping[str, Any], epochs: int) -> str:
-    keys = ("linear_acc", "knn_acc", "test_linear_acc", "test_knn_acc")
+# The scores `sweep train` prints per epoch, per task (every metric is in metrics.jsonl and TensorBoard).
+SHOWN = {"image": ("linear_acc", "knn_acc"), "audio_text": ("map_mean", "t2a_r1", "a2t_r1")}
+
+
+def _epoch_line(m: Mapping[str, Any], epochs: int, task: str = "image") -> str:
+    shown = SHOWN[task]
+    keys = shown + tuple("test_" + k for k in shown)
     scores = "".join(f"  {k} {m[k]:.4f}" for k in keys if k in m)
     line = (
         f"epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}{scores}  "

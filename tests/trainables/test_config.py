@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from trainables.config import TrialConfig
-from trainables.strategies import KNOBS, STRATEGIES
+from trainables.strategies import KNOBS, STRATEGIES, TASK_STRATEGIES, get_strategy
 
 
 def test_defaults_make_a_complete_config():
@@ -98,5 +98,12 @@ def test_label_knobs_that_would_do_nothing_are_rejected():
 
 
 def test_every_knob_belongs_to_some_strategy():
-    used = {k for s in STRATEGIES.values() for k in s.knobs}
+    used = {k for registry in TASK_STRATEGIES.values() for s in registry.values() for k in s.knobs}
     assert used == set(KNOBS)
+
+
+def test_every_preset_of_every_task_resolves_with_its_defaults():
+    for task, registry in TASK_STRATEGIES.items():
+        for name, s in registry.items():
+            assert get_strategy(name, task) is s
+            assert set(s.resolve({})) == set(s.knobs)

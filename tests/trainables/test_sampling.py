@@ -44,14 +44,15 @@ def _binomial_tol(p: float, n: int) -> float:
 
 def test_registry_keys_match_strategy_parts():
     assert list(SAMPLERS) == list(strategies.SAMPLER_KNOBS)
-    assert list(POSITIVES) == list(strategies.POSITIVE_KNOBS)
+    # cross_modal is the audio-text task's pairing, made by its data (each caption with its own clip)
+    assert list(POSITIVES) == [p for p in strategies.POSITIVE_KNOBS if p != "cross_modal"]
 
 
 @pytest.mark.parametrize(
     ("registry", "knobs"), [(SAMPLERS, strategies.SAMPLER_KNOBS), (POSITIVES, strategies.POSITIVE_KNOBS)]
 )
 def test_every_knob_of_a_part_is_a_keyword_of_its_function(registry, knobs):
-    for name, fn in registry.items():
+    for name, fn in registry.items():  # (cross_modal has no knobs and no function here)
         params = inspect.signature(fn).parameters
         for knob in knobs[name]:
             assert params[knob].kind is inspect.Parameter.KEYWORD_ONLY, (name, knob)

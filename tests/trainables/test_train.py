@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
 import torch
 
 import trainables.train as train_mod
-from trainables.train import run_trial
 
 TINY = {
     "epochs": 3,
@@ -23,32 +21,18 @@ TINY = {
 }
 
 
-def _run(config, state=None):
-    rows, states = [], []
-
-    def report(metrics, trial_state):  # persist at once, as every real reporter does: the state is live
-        buf = io.BytesIO()
-        torch.save(trial_state, buf)
-        buf.seek(0)
-        rows.append(metrics)
-        states.append(torch.load(buf, weights_only=False))
-
-    run_trial(config, report, state=state)
-    return rows, states
-
-
 @pytest.mark.parametrize("strategy", ["hard", "pl_sp"])
-def test_resumed_trial_continues_exactly_like_an_uninterrupted_one(strategy):
+def test_resumed_trial_continues_exactly_like_an_uninterrupted_one(strategy, collect):
     config = {**TINY, "strategy": strategy}
-    straight, states = _run(config)
-    resumed, _ = _run(config, state=states[0])
+    straight, states = collect(config)
+    resumed, _ = collect(config, state=states[0])
     assert [r["epoch"] for r in resumed] == [2, 3]
     for a, b in zip(straight[1:], resumed, strict=False):
         assert a["loss"] == b["loss"] and a["linear_acc"] == b["linear_acc"]
 
 
-def test_every_epoch_reports_the_scores_and_times():
-    rows, states = _run({**TINY, "epochs": 1})
+def test_every_epoch_reports_the_scores_and_times(collect):
+    rows, states = collect({**TINY, "epochs": 1})
     assert {
         "epoch",
         "loss",
@@ -63,18 +47,18 @@ def test_every_epoch_reports_the_scores_and_times():
     assert {"model", "optimizer", "epoch", "rng", "config"} <= set(states[0])
 
 
-def test_eval_every_scores_only_due_epochs_and_the_last_and_test_only_at_the_end():
-    rows, _ = _run({**TINY, "epochs": 3, "eval_every": 2, "evaluate_test": True})
+def test_eval_every_scores_only_due_epochs_and_the_last_and_test_only_at_the_end(collect):
+    rows, _ = collect({**TINY, "epochs": 3, "eval_every": 2, "evaluate_test": True})
     assert [("linear_acc" in r, "test_linear_acc" in r) for r in rows] == [(False, False), (True, False), (True, True)]
     last = rows[-1]
     assert 0.0 <= last["test_linear_acc"] <= 1.0 and 0.0 <= last["test_knn_acc"] <= 1.0
     assert "test_embedding_std" not in last
     # the test split is scored with the same probe recipe as validation, so an uninstrumented run agrees on val
-    plain, _ = _run({**TINY, "epochs": 3})
+    plain, _ = collect({**TINY, "epochs": 3})
     assert plain[-1]["linear_acc"] == last["linear_acc"]
 
 
-def test_non_finite_loss_ends_the_trial_with_a_reason(monkeypatch):
+def test_non_finite_loss_ends_the_trial_with_a_reason(monkeypatch, collect):
     calls = {"n": 0}
     real = train_mod.two_view_loss
 
@@ -83,14 +67,14 @@ def test_non_finite_loss_ends_the_trial_with_a_reason(monkeypatch):
         return real(*args, **kwargs) * (math.nan if calls["n"] == 5 else 1.0)
 
     monkeypatch.setattr(train_mod, "two_view_loss", flaky)
-    rows, states = _run(TINY)
+    rows, states = collect(TINY)
     assert len(rows) == 2 and rows[-1]["stop_reason"] == "non-finite loss"
     # stopped before the optimiser step: the weights it reports on are still finite
     assert all(torch.isfinite(v).all() for v in states[-1]["model"].values() if v.is_floating_point())
     assert math.isfinite(rows[-1]["linear_acc"])
 
 
-def test_collapsed_embeddings_end_the_trial_with_a_reason(monkeypatch):
+def test_collapsed_embeddings_end_the_trial_with_a_reason(monkeypatch, collect):
     monkeypatch.setattr(train_mod, "COLLAPSE_STD", 10.0)  # every spread counts as collapsed
-    rows, _ = _run(TINY)
+    rows, _ = collect(TINY)
     assert len(rows) == 1 and rows[0]["stop_reason"] == "collapsed embeddings"
