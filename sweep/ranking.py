@@ -182,6 +182,18 @@ def table(rows: Sequence[Row], metric: str, max_epochs: int) -> tuple[list[str],
     return header, cells
 
 
+def paper_table(rows: Sequence[Row], columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Every score of each strategy's best trial at the epoch it reached, one column per metric: the seed paper's
+    table (e.g. mAP and R@K in both directions for audio-text)."""
+    header = ["strategy", *columns, "epochs"]
+    cells = []
+    for row in rows:
+        last = row.best.last if row.best else {}
+        values = [f"{last[c]:.4f}" if finite(last.get(c)) else "n/a" for c in columns]
+        cells.append([row.strategy, *values, str(row.epochs)])
+    return header, cells
+
+
 def markdown_table(header: Sequence[str], cells: Sequence[Sequence[str]], align: str = "") -> str:
     """A Markdown table (readable as plain text too); ``align`` has an 'r' for each right-aligned column."""
     rule = ["---:" if align[i : i + 1] == "r" else "---" for i in range(len(header))]

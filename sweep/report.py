@@ -27,6 +27,7 @@ import yaml
 
 from sweep import confirm, ledger, plots, ranking
 from sweep.storage import join, resolve_storage, write_atomic
+from trainables.config import PAPER_COLUMNS
 
 REPORT_DIR = "report"
 # The columns other tools may rely on, first in every row of trials.parquet.
@@ -287,6 +288,13 @@ class Page:
         header, cells = ranking.table(self.rows, metric, epochs)
         out.append((f"Ranking by validation {metric}", [("p", self.summary), ("table", (header, cells,
                     ranking.RANKING_ALIGN)), ("p", self.caveat)]))
+        columns = PAPER_COLUMNS.get(self.plan.get("task", "image"), ())
+        if len(columns) > 1:
+            h, c = ranking.paper_table(self.rows, columns)
+            text = ("Every validation score of each strategy's best trial (the one ranked above), at the epoch it "
+                    "reached, in the shape of the seed paper's table.")
+            table = ("table", (h, c, "l" + "r" * (len(h) - 1)))
+            out.append(("Scores of each strategy's best trial", [("p", text), table]))
         if self.confirmed is not None:
             c = self.confirmed
             blocks: list[tuple[str, Any]] = [("p", confirm.headline(c))]

@@ -320,8 +320,36 @@ AUDIO_TEXT_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     }
 )
 
+def _wang(name: str, positive: str, sampler: str, doc: str, **defaults: Any) -> Strategy:
+    return _preset(name, positive, sampler, "all", doc, **defaults)
+
+
+# The audio-visual strategies (Wang et al., STRATEGIES.md section 4): one cross-modal InfoNCE for all of them; they
+# differ in how a batch is composed and in which clip's video is the positive for audio i.
+AUDIO_VISUAL_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _wang("random", "cross_modal", "random", "random batches; the positive is the clip's own video"),
+            _wang("easy_negative", "cross_modal", "one_per_class", "one clip per class per batch: no same-class "
+                  "negative"),
+            _wang("hard_negative", "cross_modal", "single_class", "every batch from one class: every negative is "
+                  "same-class", class_order="fixed"),
+            _wang("soft_positive", "soft_class", "random", "the positive video is another clip of the same label "
+                  "with probability sp_ratio", sp_ratio=1.0, label_source="true", **_SOFT),
+            _wang("sp50", "soft_class", "random", "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
+                  sp_ratio=0.5, label_source="true", **_SOFT),
+            _wang("sp70", "soft_class", "random", "soft_positive on labels corrupted to 70.7% accuracy (SP70)",
+                  sp_ratio=1.0, label_source="noisy", **{**_SOFT, "label_accuracy": 0.707}),
+            _wang("pl_sp", "soft_class", "random", "soft_positive on k-means pseudo-labels of the current visual "
+                  "embeddings (standing in for Wang et al.'s ImageNet predictions)", sp_ratio=1.0,
+                  label_source="pseudo", **_SOFT),
+        )
+    }
+)
+
 TASK_STRATEGIES: Mapping[str, Mapping[str, Strategy]] = MappingProxyType(
-    {"image": STRATEGIES, "audio_text": AUDIO_TEXT_STRATEGIES}
+    {"image": STRATEGIES, "audio_text": AUDIO_TEXT_STRATEGIES, "audio_visual": AUDIO_VISUAL_STRATEGIES}
 )
 
 
