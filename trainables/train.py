@@ -285,6 +285,10 @@ def _builder(task: str) -> Callable[[Any], TaskTrial]:
         from trainables.audio_text import build
 
         return build
+    if task == "audio_visual":
+        from trainables.audio_visual import build as build_av
+
+        return build_av
     return _build
 
 

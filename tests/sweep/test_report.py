@@ -124,6 +124,8 @@ def test_report_copies_the_study_and_writes_the_ranking(tmp_path):
     assert [t.state for t in copy.trials] == [t for *_, t, _ in TRIALS]
     md = (out / "report.md").read_text()
     assert "| 1 | hard | 0.8500 |" in md and "5 of 6 trials" in md
+    # the image task's paper table: each strategy's best trial, every score (knn_acc was never reported here)
+    assert "| hard | 0.8500 | n/a | 4 |" in md
     assert not (exp / "report").exists()
 
 
