@@ -43,6 +43,12 @@ HIDDEN_CONFIG_KEYS = {
     "word_vectors",
     "conv_width",
     "gru_units",
+    "frames",
+    "frame_size",
+    "audio_width",
+    "video_width",
+    "finetune_epochs",
+    "ood_root",
 }
 
 

@@ -81,7 +81,7 @@ class AudioTextTrial:
         return frame_word_scores(a, a_mask, t, t_mask)
 
     @torch.no_grad()
-    def evaluate(self, split: str = "val") -> dict[str, float]:
+    def evaluate(self, split: str = "val", final: bool = True) -> dict[str, float]:
         """Retrieval over the whole split, each clip and caption scored unpadded against every other; the pooled
         audio embeddings' spread is the collapse check's input (1.0 ~ uniform on the sphere, 0 = collapsed)."""
         data: AudioTextSplit = getattr(self.data, split)

@@ -63,9 +63,9 @@ class AudioCNN(nn.Module):
     """Wang's "Conv2D depth 10" at base width ``width``: log-mel ``(B, T, n_mels)`` -> features ``(B, 8 width)``.
 
     A 7x7 stride-2 conv (BN, ReLU), then blocks of w, 2w (stride 2), 4w (stride 2), 8w channels, then a global
-    max-pool. At width 16 (128 features, 0.35 M parameters) a training step on 64 clips of 100 x 64 takes ~0.2 s
-    on one CPU thread; the last block, at 8w channels, holds most of the work. The max-pool makes any T and
-    n_mels work: Wang pre-trains on 128 bands and tests on 64.
+    max-pool. At width 16 (128 features, 0.3 M parameters) forward and backward on 64 clips of 50-100 x 64 take
+    0.2-0.3 s on one thread of a busy CPU, half of it in the last block (8w channels); cost grows ~width^2. The
+    max-pool makes any T and n_mels work: Wang pre-trains on 128 bands and tests on 64.
     """
 
     def __init__(self, width: int = 16) -> None:
@@ -96,22 +96,25 @@ class AudioCNN(nn.Module):
 
 
 class FrameEncoder(nn.Module):
-    """Frames ``(B, F, 3, H, W)`` -> features ``(B, 4 width)``: a small residual 2D CNN on each frame, pooled.
+    """Frames ``(B, F, 3, H, W)`` -> features ``(B, 8 width)``: a small residual 2D CNN on each frame, pooled.
 
-    The stand-in for Wang's R(2+1)D-18: a 3x3 stride-1 stem (the CIFAR stem of ``trainables.models``, as frames
-    are 32 px), then three BasicBlocks of w, 2w, 4w channels at stride 2 (32 -> 16 -> 8 -> 4 px). Each frame is
-    max-pooled over positions; ``temporal_pool="max"`` (the default) then takes the max over frames, which is
-    exactly the max over the clip volume of Wang's adaptive 3D max-pool; ``"mean"`` averages the frames instead.
-    Nothing mixes frames before the pool, so frame order is not seen (R(2+1)D's temporal convs do see it).
+    The stand-in for Wang's R(2+1)D-18 (stages 64, 128, 256, 512): a 3x3 stride-1 stem (the CIFAR stem of
+    ``trainables.models``, as frames are 32 px), then BasicBlocks of w, 2w, 4w (each stride 2: 32 -> 16 -> 8 -> 4
+    px) and 8w channels. At width 8 (64 features, 77 k parameters) forward and backward on 64 clips of 4 frames take
+    ~0.1 s on one thread of a busy CPU, linear in F; width 16 costs ~3x.
 
-    uint8 frames are scaled to [0, 1] and normalised with ``mean`` / ``std`` (ImageNet's, as Wang); floating
-    frames are taken as already normalised, so a caller's float augmentation pipeline can normalise itself.
-    BatchNorm statistics are taken over the B x F frames of a batch.
+    Each frame is max-pooled over positions; ``temporal_pool="max"`` (the default) then takes the max over frames,
+    which is exactly the max over the clip volume of Wang's adaptive 3D max-pool; ``"mean"`` averages the frames.
+    Nothing mixes frames before the pool, so frame order is not seen (R(2+1)D's temporal convs see it). BatchNorm
+    statistics are taken over the B x F frames of a batch.
+
+    uint8 frames are scaled to [0, 1] and normalised with ``mean`` / ``std`` (ImageNet's, as Wang); floating frames
+    are taken as already normalised, so a caller's float augmentation pipeline can normalise itself.
     """
 
     def __init__(
         self,
-        width: int = 16,
+        width: int = 8,
         *,
         temporal_pool: str = "max",
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -177,7 +180,7 @@ class AVModel(nn.Module):
         cls,
         *,
         audio_width: int = 16,
-        video_width: int = 16,
+        video_width: int = 8,
         proj_dim: int = 128,
         temporal_pool: str = "max",
         mean: Sequence[float] = IMAGENET_MEAN,

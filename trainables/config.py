@@ -255,10 +255,10 @@ class AudioVisualConfig(TaskConfig):
     frames: int = 4
     frame_size: int = 32
     audio_width: int = 16
-    video_width: int = 16
+    video_width: int = 8
     proj_dim: int = 128
-    probe_epochs: int = 100
-    finetune_epochs: int = 3
+    probe_epochs: int = 50  # passes of the linear probe over the cached training features
+    finetune_epochs: int = 2  # fine-tuning passes of the audio branch, at the last epoch only
     eval_every: int = 1
     evaluate_test: bool = False
     device: str = "auto"

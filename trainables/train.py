@@ -44,7 +44,8 @@ class TaskTrial(Protocol):
 
     def train_epoch(self, epoch: int) -> dict[str, Any]: ...  # loss, stop_reason ("" or why to stop), ...
 
-    def evaluate(self, split: str) -> dict[str, float]: ...  # "val": the metric and embedding_std; "test": test_*
+    # "val": the metric and embedding_std; "test": test_*; ``final``: the trial's last epoch (costly scores go there)
+    def evaluate(self, split: str, final: bool = True) -> dict[str, float]: ...
 
     def collapsed(self, metrics: dict[str, Any]) -> bool: ...  # from the validation metrics
 
@@ -63,7 +64,7 @@ class _Trial:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         return _train_epoch(self, epoch)
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, final: bool = True) -> dict[str, float]:
         return _evaluate(self, split)
 
     def collapsed(self, metrics: dict[str, Any]) -> bool:
@@ -104,17 +105,7 @@ def _build(cfg: TrialConfig) -> _Trial:
         cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    noisy = None
-    knobs = cfg.part_knobs("positive")
-    if knobs.get("label_source") == "noisy":  # corrupted once per trial, as Wang et al.'s SP70 file
-        noisy = resolve_partner_labels(
-            "noisy",
-            data.pretrain.y.numpy(),
-            label_accuracy=knobs["label_accuracy"],
-            n_clusters=knobs["n_clusters"],
-            rng=np.random.default_rng([cfg.seed, 7]),
-            num_classes=data.num_classes,
-        )
+    noisy = fixed_noisy_labels(cfg, data.pretrain.y.numpy(), data.num_classes)
     return _Trial(
         cfg,
         data,
@@ -127,23 +118,39 @@ def _build(cfg: TrialConfig) -> _Trial:
     )
 
 
-def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
-    knobs = t.cfg.part_knobs("positive")
+def fixed_noisy_labels(cfg: Any, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """The corrupted labels of a `label_source: noisy` trial, drawn once per trial as Wang et al.'s SP70 file."""
+    knobs = cfg.part_knobs("positive")
+    if knobs.get("label_source") != "noisy":
+        return None
+    return resolve_partner_labels(
+        "noisy", labels, label_accuracy=knobs["label_accuracy"], n_clusters=knobs["n_clusters"],
+        rng=np.random.default_rng([cfg.seed, 7]), num_classes=num_classes,
+    )
+
+
+def partner_labels(
+    cfg: Any, labels: np.ndarray, epoch: int, noisy: np.ndarray | None, features: Callable[[], np.ndarray],
+    num_classes: int,
+) -> np.ndarray:
+    """The labels that define a soft positive's "same label" this epoch: true, the trial's fixed noisy ones, or
+    k-means pseudo-labels of ``features()`` (the current embeddings, refreshed at the start of every epoch)."""
+    knobs = cfg.part_knobs("positive")
     source = knobs["label_source"]
     if source == "noisy":
-        return t.noisy_labels
-    features = None
-    if source == "pseudo":  # k-means of the current embeddings, refreshed at the start of every epoch
-        features = extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
+        return noisy
     return resolve_partner_labels(
-        source,
-        t.data.pretrain.y.numpy(),
-        label_accuracy=knobs["label_accuracy"],
-        n_clusters=knobs["n_clusters"],
-        rng=np.random.default_rng([t.cfg.seed, epoch]),
-        features=features,
-        num_classes=t.data.num_classes,
+        source, labels, label_accuracy=knobs["label_accuracy"], n_clusters=knobs["n_clusters"],
+        rng=np.random.default_rng([cfg.seed, epoch]), features=features() if source == "pseudo" else None,
+        num_classes=num_classes,
     )
+
+
+def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
+    def features() -> np.ndarray:
+        return extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
+
+    return partner_labels(t.cfg, t.data.pretrain.y.numpy(), epoch, t.noisy_labels, features, t.data.num_classes)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
@@ -255,8 +262,9 @@ def run_trial(
         start = time.perf_counter()
         metrics = t.train_epoch(epoch)
         train_s = time.perf_counter() - start
-        if epoch == cfg.epochs or metrics["stop_reason"] or epoch % cfg.eval_every == 0:
-            metrics.update(t.evaluate("val"))
+        final = epoch == cfg.epochs or bool(metrics["stop_reason"])
+        if final or epoch % cfg.eval_every == 0:
+            metrics.update(t.evaluate("val", final))
             if not metrics["stop_reason"] and t.collapsed(metrics):
                 metrics["stop_reason"] = "collapsed embeddings"
         if cfg.evaluate_test and (epoch == cfg.epochs or metrics["stop_reason"]):
@@ -275,6 +283,11 @@ def check_data(cfg: Any) -> None:
         from trainables.audio_text_data import check_audio_text_dataset
 
         check_audio_text_dataset(cfg.dataset, cfg.data_root, cfg.word_vectors)
+        return
+    if cfg.task == "audio_visual":
+        from trainables.audio_visual_data import check_audio_visual_dataset
+
+        check_audio_visual_dataset(cfg.dataset, cfg.data_root, cfg.ood_root)
         return
     check_dataset(cfg.dataset, cfg.data_root)
 
@@ -333,7 +346,11 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
 
 
 # The scores `sweep train` prints per epoch, per task (every metric is in metrics.jsonl and TensorBoard).
-SHOWN = {"image": ("linear_acc", "knn_acc"), "audio_text": ("map_mean", "t2a_r1", "a2t_r1")}
+SHOWN = {
+    "image": ("linear_acc", "knn_acc"),
+    "audio_text": ("map_mean", "t2a_r1", "a2t_r1"),
+    "audio_visual": ("linear_acc", "ood_linear_acc", "finetune_acc", "ood_finetune_acc"),
+}
 
 
 def _epoch_line(m: Mapping[str, Any], epochs: int, task: str = "image") -> str:

@@ -1,0 +1,144 @@
+"""The audio-visual correspondence task (Wang et al., STRATEGIES.md section 4): build a trial, train, score a split.
+
+Every strategy trains with the same cross-modal InfoNCE (t = 0.07 by default, mean of both directions); they differ
+only in how a batch is composed (random, one clip per class, a single class) and in which clip's video is the
+positive for audio i (its own, or with probability ``sp_ratio`` another clip of the same true, noisy or pseudo
+label). The epoch loop, checkpoints and the collapse check are :func:`trainables.train.run_trial`'s.
+
+Scores, on the audio branch only (as the paper): a linear probe every scored epoch and a fine-tune at the last one,
+in-domain (the clips' own classes) and out-of-domain (a second labelled audio set). Fine-tuning costs seconds, so
+it is left to the final epoch; ASHA ranks on the probe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.audio_visual_data import AudioVisualData, load_audio_visual
+from trainables.av_downstream import fine_tune, linear_probe
+from trainables.av_models import AVModel, av_infonce
+from trainables.config import AudioVisualConfig
+from trainables.sampling import POSITIVES, SAMPLERS, LabelIndex, positive_purity
+from trainables.train import COLLAPSE_STD, fixed_noisy_labels, optimizer_step, partner_labels, prepare
+
+EVAL_CHUNK = 128
+
+
+@dataclass
+class AudioVisualTrial:
+    cfg: AudioVisualConfig
+    data: AudioVisualData
+    model: AVModel
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    mels: torch.Tensor  # the training clips' log-mels, standardised with the train split's statistics
+    noisy_labels: np.ndarray | None
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, spec, split = self.cfg, self.cfg.strategy_spec, self.data.train
+        rng = np.random.default_rng([cfg.seed, epoch])
+        labels = split.labels.numpy()
+        batches = SAMPLERS[spec.sampler](labels, cfg.batch_size, rng, **cfg.part_knobs("sampler"))
+        soft = spec.positive == "soft_class"
+        partner_labels = LabelIndex(self._partner_labels(epoch)) if soft else None
+        self.model.train()
+        losses, purities, weights = [], [], []
+        for idx in batches:
+            if len(idx) < 2:  # one clip has no negative
+                continue
+            partners = POSITIVES["soft_class"](idx, partner_labels, rng, sp_ratio=cfg.knobs["sp_ratio"]) if soft \
+                else idx
+            a, v = self.model(self.mels[idx].to(self.device), split.frames[partners].to(self.device))
+            loss = av_infonce(a, v, cfg.temperature)
+            if not optimizer_step(self.optimizer, loss):
+                return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
+            losses.append(loss.item())
+            weights.append(len(idx))
+            if soft:
+                purities.append(positive_purity(idx, partners, labels))
+        out: dict[str, Any] = {
+            "loss": float(np.average(losses, weights=weights)) if losses else math.nan,
+            "stop_reason": "",
+            "steps": len(losses),
+        }
+        if purities:  # the share of soft partners whose true class is the anchor's (Wang's SP70 ~0.50)
+            out["positive_purity"] = float(np.average(purities, weights=weights))
+        return out
+
+    def _partner_labels(self, epoch: int) -> np.ndarray:
+        """Pseudo-labels come from the current *visual* embeddings, standing in for Wang's ImageNet predictions."""
+        return partner_labels(
+            self.cfg, self.data.train.labels.numpy(), epoch, self.noisy_labels,
+            lambda: self._video_features().numpy(), self.data.num_classes,
+        )
+
+    @torch.no_grad()
+    def _video_features(self) -> torch.Tensor:
+        was = self.model.training
+        self.model.eval()
+        frames = self.data.train.frames
+        out = [self.model.video(frames[i : i + EVAL_CHUNK].to(self.device)).float().cpu()
+               for i in range(0, len(frames), EVAL_CHUNK)]
+        self.model.train(was)
+        return torch.cat(out)
+
+    def evaluate(self, split: str = "val", final: bool = True) -> dict[str, float]:
+        """Audio classification with the audio branch: linear probe, and at the last epoch fine-tune, in-domain
+        and out-of-domain; the validation projections' spread feeds the collapse check."""
+        cfg, data = self.cfg, self.data
+        common = {"seed": cfg.seed, "device": self.device}
+        out: dict[str, float] = {}
+        sets = [("", data, data.num_classes)]
+        if data.ood is not None:
+            sets.append(("ood_", data.ood, data.ood.num_classes))
+        for prefix, d, classes in sets:
+            train = (d.normalise_mels(d.train.mels), d.train.labels)
+            scored = getattr(d, split)
+            target = (d.normalise_mels(scored.mels), scored.labels)
+            out[prefix + "linear_acc"] = linear_probe(
+                self.model.audio, train, target, epochs=cfg.probe_epochs, num_classes=classes, **common
+            )
+            if final:
+                out[prefix + "finetune_acc"] = fine_tune(
+                    self.model.audio, train, target, epochs=cfg.finetune_epochs, num_classes=classes, **common
+                )
+        if split != "val":
+            return {f"{split}_{k}": v for k, v in out.items()}
+        out["embedding_std"] = self._audio_spread()
+        return out
+
+    @torch.no_grad()
+    def _audio_spread(self) -> float:
+        """Spread of the normalised audio projections on validation (1.0 ~ uniform on the sphere, 0 = collapsed)."""
+        self.model.eval()
+        mels = self.data.normalise_mels(self.data.val.mels)
+        z = torch.cat([
+            F.normalize(self.model.audio_head(self.model.audio(mels[i : i + EVAL_CHUNK].to(self.device))), dim=1)
+            .float().cpu()
+            for i in range(0, len(mels), EVAL_CHUNK)
+        ])
+        return float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
+
+    def collapsed(self, metrics: dict[str, Any]) -> bool:
+        return metrics["embedding_std"] < COLLAPSE_STD
+
+
+def build(cfg: AudioVisualConfig) -> AudioVisualTrial:
+    device = prepare(cfg)
+    data = load_audio_visual(
+        cfg.dataset, cfg.data_root, seed=cfg.seed, limit=cfg.limit, n_mels=cfg.n_mels, frames=cfg.frames,
+        frame_size=cfg.frame_size, ood_root=cfg.ood_root,
+    )
+    model = AVModel.build(
+        audio_width=cfg.audio_width, video_width=cfg.video_width, proj_dim=cfg.proj_dim,
+        mean=data.frame_mean, std=data.frame_std,
+    ).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    noisy = fixed_noisy_labels(cfg, data.train.labels.numpy(), data.num_classes)
+    return AudioVisualTrial(cfg, data, model, optimizer, device, data.normalise_mels(data.train.mels), noisy)
