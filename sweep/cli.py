@@ -93,7 +93,8 @@ class Run:
                        help="retries of a trial whose worker raises or dies, from its last checkpoint (default 2)")
         p.add_argument("--time-budget", help="stop the sweep after this long, all sessions together (3600, 90m, 2h)")
         p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-        p.add_argument("--data-root", help="local root of a real dataset (CIFAR, STL-10, ImageFolder)")
+        p.add_argument("--data-root", help="local root of a real dataset (CIFAR, STL-10, ImageFolder, Clotho, a "
+                       "VGGSound-style folder) for the space's dataset or the one --set dataset=NAME names")
         p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (bound to 127.0.0.1)")
         p.add_argument("--smoke-test", action="store_true", help="4 trials x 2 epochs on a sliver of the data")
 

@@ -342,6 +342,7 @@ def confirm(
     cdir = join(p.exp, CONFIRM_DIR)
     loaded = load(p.exp)
     hint = storage_hint(p.storage)
+    fresh = loaded is None
     if loaded is not None:
         plan, runs = loaded
         asked = {"--top-k": (top_k, plan["top_k"]), "--seeds": (seeds, len(plan["seeds"]))}
@@ -371,7 +372,6 @@ def confirm(
             "runs": [asdict(r) for r in runs],
             "failed": {},
         }
-        write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
     if ledger.is_live(ledger.read_driver(cdir)):
         raise ValueError(f"the confirmation of {name!r} is already running; wait for it or stop it first")
     if address is not None:
@@ -381,9 +381,12 @@ def confirm(
     saved = ledger.newest_checkpoints(cdir)
     failed = {int(k) for k in plan.get("failed", {})}
     todo = [r for r in runs if r.number not in failed and not _finished(saved.get(r.number), r.config["epochs"])]
+    if todo:
+        runner.check_address(p.settings.address)  # before anything is written
+    if fresh:
+        write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
     code = 0
     if todo:
-        runner.check_address(p.settings.address)
         code = runner.drive_session(cdir, lambda k, driver: _drive(p, plan, runs, todo, k, driver, out))
     summary = load_summary(p.exp)
     text = describe(summary)
@@ -419,7 +422,7 @@ def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Seque
     )
     progress = Progress(len(runs), plan["epochs"], TEST_PREFIX + plan["metric"], done=len(runs) - len(todo),
                         out=out, seeds=True)
-    interrupt = runner._Interrupt()
+    interrupt = runner.Interrupt()
     runner.fit(p.settings, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt)
     if searcher.failed:
         plan["failed"].update({str(k): v for k, v in searcher.failed.items()})

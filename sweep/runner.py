@@ -32,7 +32,7 @@ from trainables.train import check_data
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Ctrl-C and SIGTERM are ours to handle (graceful stop, then a resume hint); see _Interrupt.
+# Ctrl-C and SIGTERM are ours to handle (graceful stop, then a resume hint); see Interrupt.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 HEARTBEAT_S = 5.0
@@ -314,7 +314,7 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
 # --- one driver session -----------------------------------------------------------------------------------------
 
 
-class _Interrupt:
+class Interrupt:
     """Ctrl-C or SIGTERM: stop Tune gracefully (through its SIGUSR1 hook), say how to resume. A second one aborts;
     nothing is lost either way, the state is on disk."""
 
@@ -322,7 +322,7 @@ class _Interrupt:
         self.fired = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Interrupt:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -420,7 +420,7 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
 
     budget = None if s.time_budget_s is None else s.time_budget_s - ledger.time_spent(driver)
     wall = 0.0
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     if to_run and (budget is None or budget > 0):
         searcher = SweepSearcher(
             study,
@@ -481,7 +481,7 @@ def fit(
     scheduler: Any,
     num_samples: int,
     callbacks: list[Any],
-    interrupt: _Interrupt,
+    interrupt: Interrupt,
     budget: float | None = None,
 ) -> float:
     """One Tune run of ``num_samples`` trials from ``searcher`` in ``exp/session-K``; returns its wall time."""
