@@ -13,11 +13,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from search_spaces import audio_text_negatives, av_sampling, digits, stl10_hcl
+from search_spaces import audio_text_negatives, av_sampling, digits, stl10_hcl, temporal_context
 from search_spaces._study import Study, describe_space
 
 SPACES: Mapping[str, Study] = {
-    s.name: s for s in (digits.STUDY, stl10_hcl.STUDY, audio_text_negatives.STUDY, av_sampling.STUDY)
+    s.name: s
+    for s in (digits.STUDY, stl10_hcl.STUDY, audio_text_negatives.STUDY, av_sampling.STUDY, temporal_context.STUDY)
 }
 
 __all__ = ["SPACES", "Study", "describe_space", "load_study"]

@@ -637,3 +637,46 @@ def confirm_figure(summary: Any) -> ReportFigure:
         "confidence interval (Student's t). Overlapping bars with few seeds mean the order is not settled."
     )
     return ReportFigure("confirm", f"Confirmation: test {summary.metric} per seed", caption, _png(fig))
+
+
+# --- a knob against several scores (the seed paper's figure) -----------------------------------------------------
+
+
+def levels_figure(
+    records: Iterable[TrialRecord], metrics: Sequence[str], knob: str, max_epochs: int
+) -> ReportFigure | None:
+    """Each score in ``metrics`` against ``knob``, one panel per score: trials that have the knob as points coloured
+    by the epochs they reached; trials without it (a baseline strategy) as a shaded band of their scores."""
+    records = [r for r in records if r.status != "failed"]
+    with_knob = [r for r in records if _is_number(r.config.get(knob))]
+    if not with_knob:
+        return None
+    fig = _figure(WIDTH, 3.2)
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True).ravel()
+    norm, cmap = Normalize(1, max(max_epochs, 2)), colormaps["viridis"]
+    for ax, metric in zip(axes, metrics, strict=True):
+        points = [(float(r.config[knob]), r.last.get(metric), _reached(r)) for r in with_knob]
+        points = [(x, float(y), e) for x, y, e in points if finite(y)]
+        for strategy in sorted({_strategy(r) for r in records if r not in with_knob}):
+            ys = [float(r.last[metric]) for r in records if _strategy(r) == strategy and r not in with_knob
+                  and finite(r.last.get(metric))]
+            if ys:
+                ax.axhspan(min(ys), max(ys), color="grey", alpha=0.2, lw=0)
+                ax.axhline(max(ys), color="grey", lw=0.8, ls="--", label=f"{_short(strategy, 14)} (best, range)")
+        if points:
+            xs, ys, es = zip(*points, strict=True)
+            ax.scatter(xs, ys, c=[cmap(norm(e)) for e in es], s=28, edgecolors="black", linewidths=0.4)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel(knob)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation score")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, loc="lower left", frameon=False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), shrink=0.85,
+                 label=f"epochs reached (of {max_epochs})")
+    caption = (
+        f"Each trial's last validation score at each level against {knob}; colour is the epochs it reached (dark "
+        "points stopped early, so their scores are at a smaller budget). The grey band spans the scores of the "
+        "trials without the knob, and the dashed line is their best."
+    )
+    return ReportFigure("levels", f"Scores per level against {knob}", caption, _png(fig))

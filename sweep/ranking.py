@@ -49,6 +49,10 @@ HIDDEN_CONFIG_KEYS = {
     "video_width",
     "finetune_epochs",
     "ood_root",
+    "objects_per_category",
+    "context_json",
+    "room_map",
+    "label_temperature",
 }
 
 

@@ -33,6 +33,8 @@ REPORT_DIR = "report"
 # The columns other tools may rely on, first in every row of trials.parquet.
 KEY_COLUMNS = ("trial_id", "epoch", "strategy", "state", "timestamp", "node_id")
 CONFIG_PREFIX = "config."
+# Per task: (knob, scores) of the figure the seed paper is about.
+PAPER_FIGURES = {"temporal": ("p_change_room", ("ooo_category", "ooo_context", "ooo_object"))}
 # Where a row was computed, not what it measured: kept out of the metric columns' way, but kept.
 _WHERE = ("trial", "session", "hostname", "pid")
 
@@ -225,6 +227,10 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "strategy", "sweep_trial", "seed", "state")))
     rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") == "asha" else []
     figures = plots.report_figures(records, metric, mode, epochs, rungs)
+    if plan.get("task") in PAPER_FIGURES:  # the seed paper's own figure, e.g. odd-one-out levels against p_change_room
+        knob, levels = PAPER_FIGURES[plan["task"]]
+        extra = plots.levels_figure(records, levels, knob, epochs)
+        figures += [extra] if extra is not None else []
     if confirmed is not None and confirmed.runs_done:
         figures.insert(0, plots.confirm_figure(confirmed))
     for fig in figures:

@@ -68,6 +68,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "audio_text": {"limit": 30, "conv_width": 4, "gru_units": 8, "n_mels": 16, "batch_size": 16},
     "audio_visual": {"limit": 60, "audio_width": 4, "video_width": 4, "n_mels": 16, "batch_size": 20,
                      "probe_epochs": 10, "finetune_epochs": 1},
+    "temporal": {"objects_per_category": 10, "width": 4, "proj_hidden_dim": 32, "proj_dim": 16, "batch_size": 32},
 }
 
 

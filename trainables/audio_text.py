@@ -23,7 +23,7 @@ from trainables.audio_models import AudioTextModel, pool_embeddings
 from trainables.audio_text_data import AudioTextData, AudioTextSplit, load_audio_text
 from trainables.config import AudioTextConfig
 from trainables.retrieval import retrieval_metrics
-from trainables.train import epoch_seed, optimizer_step, prepare
+from trainables.train import epoch_result, epoch_seed, optimizer_step, prepare
 from trainables.xmodal import frame_word_scores, hinge_loss, infonce_loss, pooled_scores
 
 # Validation scores spread less than this (on the [0, 1] scale of a mean ReLU cosine) tell no clip from another;
@@ -69,11 +69,7 @@ class AudioTextTrial:
                 return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
             losses.append(loss.item())
             weights.append(len(idx))
-        return {
-            "loss": float(np.average(losses, weights=weights)) if losses else math.nan,
-            "stop_reason": "",
-            "steps": len(batches),
-        }
+        return epoch_result(losses, weights)
 
     def _scores(self, a: torch.Tensor, a_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
         if self.cfg.score == "pooled":

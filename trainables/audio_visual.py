@@ -25,7 +25,14 @@ from trainables.av_downstream import fine_tune, linear_probe
 from trainables.av_models import AVModel, av_infonce
 from trainables.config import AudioVisualConfig
 from trainables.sampling import POSITIVES, SAMPLERS, LabelIndex, positive_purity
-from trainables.train import COLLAPSE_STD, fixed_noisy_labels, optimizer_step, partner_labels, prepare
+from trainables.train import (
+    COLLAPSE_STD,
+    epoch_result,
+    fixed_noisy_labels,
+    optimizer_step,
+    partner_labels,
+    prepare,
+)
 
 EVAL_CHUNK = 128
 
@@ -62,11 +69,7 @@ class AudioVisualTrial:
             weights.append(len(idx))
             if soft:
                 purities.append(positive_purity(idx, partners, labels))
-        out: dict[str, Any] = {
-            "loss": float(np.average(losses, weights=weights)) if losses else math.nan,
-            "stop_reason": "",
-            "steps": len(losses),
-        }
+        out = epoch_result(losses, weights)
         if purities:  # the share of soft partners whose true class is the anchor's (Wang's SP70 ~0.50)
             out["positive_purity"] = float(np.average(purities, weights=weights))
         return out

@@ -19,10 +19,11 @@ from trainables.data import DATASETS
 from trainables.models import ENCODERS
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
-TASKS = ("image", "audio_text", "audio_visual")
+TASKS = ("image", "audio_text", "audio_visual", "temporal")
 DEVICES = ("auto", "cpu", "cuda")
 AUDIO_TEXT_DATASETS = ("synthetic", "clotho")
 AUDIO_VISUAL_DATASETS = ("synthetic", "vggsound")
+TEMPORAL_DATASETS = ("synthetic", "mvimgnet")
 
 # The score a sweep ranks on, per task, and its direction. The validation split is used; test is for finalists.
 METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -30,6 +31,7 @@ METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "image": ("linear_acc", "max"),
         "audio_text": ("map_mean", "max"),  # mean of text->audio and audio->text mAP over the full ranking
         "audio_visual": ("linear_acc", "max"),  # in-domain linear probe of the audio branch (Wang et al.'s column 1)
+        "temporal": ("ooo_mean", "max"),  # odd-one-out at the backbone, mean of the category/context/object levels
     }
 )
 METRIC, MODE = METRICS["image"]
@@ -39,6 +41,8 @@ PAPER_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "image": ("linear_acc", "knn_acc"),
         "audio_text": ("t2a_map", "t2a_r1", "t2a_r5", "t2a_r10", "a2t_map", "a2t_r1", "a2t_r5", "a2t_r10"),
         "audio_visual": ("linear_acc", "finetune_acc", "ood_linear_acc", "ood_finetune_acc"),
+        "temporal": ("ooo_category", "ooo_context", "ooo_object", "proj_ooo_category", "proj_ooo_context",
+                     "proj_ooo_object"),
     }
 )
 
@@ -101,6 +105,21 @@ _AUDIO_VISUAL_SETTINGS: Mapping[str, Knob] = MappingProxyType(
         "proj_dim": Knob("setting", "projection size of the InfoNCE heads", low=2, integer=True),
         "probe_epochs": Knob("setting", "linear probe iterations", low=1, integer=True),
         "finetune_epochs": Knob("setting", "fine-tuning epochs of the audio branch", low=1, integer=True),
+    }
+)
+
+_TEMPORAL_SETTINGS: Mapping[str, Knob] = MappingProxyType(
+    {
+        **_COMMON,
+        "task": Knob("setting", "what a trial trains", choices=("temporal",)),
+        "dataset": Knob("setting", "data set", choices=TEMPORAL_DATASETS),
+        "room_map": Knob("setting", "category -> room assignment", choices=("balanced", "random")),
+        "objects_per_category": Knob("setting", "objects per category of the embedded data", low=10, integer=True),
+        "label_temperature": Knob("setting", "temperature of the label alignment", low=0.0, low_open=True),
+        "image_size": Knob("setting", "resize frames to this square size", low=8, integer=True, optional=True),
+        "width": Knob("setting", "small_resnet width", low=1, integer=True),
+        "proj_hidden_dim": Knob("setting", "projection head hidden size", low=1, integer=True),
+        "proj_dim": Knob("setting", "projection size", low=2, integer=True),
     }
 )
 
@@ -266,8 +285,43 @@ class AudioVisualConfig(TaskConfig):
     knobs: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TemporalConfig(TaskConfig):
+    """One trial of the temporal object-similarity task (Aubret et al.): an image encoder trained on sequences of
+    object views, scored by odd-one-out on unseen objects."""
+
+    TASK: ClassVar[str] = "temporal"
+    SETTINGS: ClassVar[Mapping[str, Knob]] = _TEMPORAL_SETTINGS
+    PATHS: ClassVar[tuple[str, ...]] = ("data_root", "context_json")
+
+    strategy: str = "time"
+    task: str = "temporal"
+    lr: float = 1e-3  # AdamW, as the paper
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    label_temperature: float = 0.1
+    batch_size: int = 64
+    epochs: int = 10
+    seed: int = 0
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    context_json: str | None = None  # MVImgNet's category -> room JSON (categories mapped to "Uncertain" dropped)
+    room_map: str = "balanced"  # or `random`: a balanced random assignment, the paper's control
+    objects_per_category: int = 20  # embedded data: 16 train, 2 validation, 2 test objects per category
+    limit: int | None = None
+    image_size: int | None = None
+    width: int = 16
+    proj_hidden_dim: int = 128
+    proj_dim: int = 64
+    eval_every: int = 1
+    evaluate_test: bool = False
+    device: str = "auto"
+    num_threads: int | None = None
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+
+
 TASK_CONFIGS: Mapping[str, type] = MappingProxyType(
-    {"image": TrialConfig, "audio_text": AudioTextConfig, "audio_visual": AudioVisualConfig}
+    {"image": TrialConfig, "audio_text": AudioTextConfig, "audio_visual": AudioVisualConfig, "temporal": TemporalConfig}
 )
 
 

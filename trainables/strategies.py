@@ -92,6 +92,15 @@ KNOBS: Mapping[str, Knob] = MappingProxyType(
             choices=("cross", "text", "audio"),
         ),
         "k": Knob("weighting", "negatives kept per anchor and direction (Xie et al. keep 1)", low=1, integer=True),
+        "delta": Knob("positive", "the positive is a frame up to delta steps away in the temporal sequence", low=0,
+                      integer=True),
+        "crop_number": Knob("positive", "object videos are cut into clips of 1 + Poisson(crop_number) frames",
+                            low=0.0),
+        "p_change_room": Knob("positive", "probability that the sequence switches room before each clip", low=0.0,
+                              high=1.0),
+        "chunk_ratio": Knob("positive", "share of all clips the sequence visits", low=0.0, high=1.0, low_open=True),
+        "label_weight": Knob("weighting", "weight of Aubret et al.'s label-alignment loss (0 = off, 1 = on)",
+                             low=0.0),
         "sp_ratio": Knob(
             "positive", "probability that the positive is another item with the same label", low=0.0, high=1.0
         ),
@@ -128,6 +137,7 @@ POSITIVE_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "same_instance": (),
         "soft_class": ("sp_ratio", "label_source", "label_accuracy", "n_clusters"),
         "cross_modal": (),  # the paired caption of a clip
+        "temporal": ("delta", "crop_number", "p_change_room", "chunk_ratio"),  # a neighbour in a sequence of views
     }
 )
 SAMPLER_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -145,7 +155,10 @@ WEIGHTING_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "easy_k": ("select_by", "k"),  # the k lowest-scoring candidates
     }
 )
-FAMILY_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType({"softmax": (), "hinge": ("margin",)})
+FAMILY_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    # softmax_labels: NT-Xent plus Aubret et al.'s label alignment (NT-Xent between images and embedded one-hots)
+    {"softmax": (), "hinge": ("margin",), "softmax_labels": ("label_weight",)}
+)
 FAMILIES = tuple(FAMILY_KNOBS)
 
 
@@ -348,8 +361,29 @@ AUDIO_VISUAL_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     }
 )
 
+# The temporal object-similarity strategies (Aubret et al., STRATEGIES.md section 5): NT-Xent at t = 0.1 either on
+# temporal neighbours in a sequence of object views that moves through rooms, or on two augmentations of one frame;
+# the label alignment is a switch (label_weight 0 or 1) on either.
+TEMPORAL_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _preset("time", "temporal", "random", "all", "time-based contrast: the positive is a frame up to delta "
+                    "steps away in the sequence, possibly the next object in the same room", family="softmax_labels",
+                    delta=2, crop_number=7.0, p_change_room=0.1, chunk_ratio=0.8, label_weight=0.0),
+            _preset("classic", "same_instance", "random", "all", "SimCLR on single frames: two augmentations of "
+                    "one view", family="softmax_labels", label_weight=0.0),
+        )
+    }
+)
+
 TASK_STRATEGIES: Mapping[str, Mapping[str, Strategy]] = MappingProxyType(
-    {"image": STRATEGIES, "audio_text": AUDIO_TEXT_STRATEGIES, "audio_visual": AUDIO_VISUAL_STRATEGIES}
+    {
+        "image": STRATEGIES,
+        "audio_text": AUDIO_TEXT_STRATEGIES,
+        "audio_visual": AUDIO_VISUAL_STRATEGIES,
+        "temporal": TEMPORAL_STRATEGIES,
+    }
 )
 
 

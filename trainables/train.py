@@ -153,6 +153,15 @@ def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
     return partner_labels(t.cfg, t.data.pretrain.y.numpy(), epoch, t.noisy_labels, features, t.data.num_classes)
 
 
+def epoch_result(losses: list[float], weights: list[int]) -> dict[str, Any]:
+    """An epoch's metrics: the loss averaged over items (not batches: a last short batch counts less)."""
+    return {
+        "loss": float(np.average(losses, weights=weights)) if losses else math.nan,
+        "stop_reason": "",
+        "steps": len(losses),
+    }
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
     """One step on ``loss``; none when it is not finite, so the weights stay finite and the epoch can still be
     scored honestly before the trial stops."""
@@ -289,6 +298,11 @@ def check_data(cfg: Any) -> None:
 
         check_audio_visual_dataset(cfg.dataset, cfg.data_root, cfg.ood_root)
         return
+    if cfg.task == "temporal":
+        from trainables.temporal_data import check_temporal_dataset
+
+        check_temporal_dataset(cfg.dataset, cfg.data_root, cfg.context_json)
+        return
     check_dataset(cfg.dataset, cfg.data_root)
 
 
@@ -302,6 +316,10 @@ def _builder(task: str) -> Callable[[Any], TaskTrial]:
         from trainables.audio_visual import build as build_av
 
         return build_av
+    if task == "temporal":
+        from trainables.temporal import build as build_temporal
+
+        return build_temporal
     return _build
 
 
@@ -350,6 +368,7 @@ SHOWN = {
     "image": ("linear_acc", "knn_acc"),
     "audio_text": ("map_mean", "t2a_r1", "a2t_r1"),
     "audio_visual": ("linear_acc", "ood_linear_acc", "finetune_acc", "ood_finetune_acc"),
+    "temporal": ("ooo_mean", "ooo_category", "ooo_context", "ooo_object"),
 }
 
 
