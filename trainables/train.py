@@ -1,7 +1,10 @@
 """What one trial does: train an encoder under one strategy, score it on the validation split every epoch.
 
-This module never imports Ray. The sweep's trainable (:mod:`trainables.tune_entry`) and ``sweep train`` both call
-:func:`run_trial` and differ only in what they do with each epoch's metrics and state.
+The epoch loop (:func:`run_trial`: scoring, the collapse check, the test split at the end, checkpoints) is shared by
+every task; a task supplies a :class:`TaskTrial` from its own module (the image task's is here; ``audio_text``,
+``audio_visual`` and ``temporal`` have theirs). This module never imports Ray. The sweep's trainable
+(:mod:`trainables.tune_entry`) and ``sweep train`` both call :func:`run_trial` and differ only in what they do with
+each epoch's metrics and state.
 
 Determinism: every epoch draws its batches, partners and augmentations from generators seeded by (seed, epoch), so a
 trial resumed from the checkpoint of epoch k continues exactly as the uninterrupted run would have.
