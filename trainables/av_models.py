@@ -16,14 +16,13 @@ in a global max-pool, as Wang's do:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables.losses import check_pair, check_positive
 from trainables.models import BasicBlock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -216,12 +215,8 @@ def av_infonce(a: Tensor, v: Tensor, temperature: float) -> Tensor:
     Raises:
         ValueError: temperature not a finite number > 0; shapes not both (B, d) or B < 2.
     """
-    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-            or not 0 < temperature < math.inf):
-        raise ValueError(f"`temperature` is {temperature!r} but must be a finite number > 0")
-    if a.ndim != 2 or a.shape != v.shape or a.shape[0] < 2:
-        raise ValueError(f"`a` and `v` must both have shape (B, d) with B >= 2; got {tuple(a.shape)} and "
-                         f"{tuple(v.shape)}")
+    check_positive(temperature, "temperature")
+    check_pair(a, v, "`a` and `v`")
     if a.dtype in (torch.float16, torch.bfloat16):  # cosines divided by a small t need float32 resolution
         a, v = a.float(), v.float()
     with torch.autocast(a.device.type, enabled=False):

@@ -46,6 +46,19 @@ def similarity_parts(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([pos, pos]), torch.cat([top, bottom])
 
 
+def check_positive(value: float, name: str) -> None:
+    """A finite number > 0 (a temperature, a margin), else ValueError naming it; bool is not a number here."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"`{name}` is {value!r} but must be a finite number > 0")
+
+
+def check_pair(x: Tensor, y: Tensor, names: str) -> None:
+    """Two batches of B >= 2 paired embeddings, row i of each a positive pair, else ValueError naming them."""
+    if x.ndim != 2 or x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(f"{names} must both have shape (B, d) with B >= 2; got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+
+
 def two_view_loss(z1: Tensor, z2: Tensor, strategy: str, temperature: float, **params: object) -> Tensor:
     """Mean loss over the 2B anchors of a two-view batch under a registered strategy.
 
@@ -73,12 +86,8 @@ def two_view_loss(z1: Tensor, z2: Tensor, strategy: str, temperature: float, **p
             allowed = ", ".join(spec.loss_knobs) or "none"
             raise ValueError(f"`{key}` is not a loss knob of strategy '{strategy}' (loss knobs: {allowed})")
     knobs = spec.resolve(params)
-    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-            or not 0 < temperature < math.inf):
-        raise ValueError(f"`temperature` is {temperature!r} but must be a finite number > 0")
-    if z1.ndim != 2 or z1.shape != z2.shape or z1.shape[0] < 2:
-        raise ValueError(f"z1 and z2 must both have shape (B, d) with B >= 2; got {tuple(z1.shape)} and "
-                         f"{tuple(z2.shape)}")
+    check_positive(temperature, "temperature")
+    check_pair(z1, z2, "z1 and z2")
     if z1.dtype in (torch.float16, torch.bfloat16):  # cosines divided by a small t need float32 resolution
         z1, z2 = z1.float(), z2.float()
     weighting = NEGATIVE_WEIGHTINGS[spec.weighting]

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.losses import check_positive
+
 _BY = ("cross", "text", "audio")
 _VARIANTS = ("nearest", "band")
 
@@ -203,7 +205,7 @@ def hinge_loss(S: Tensor, clip_ids: Tensor, rule: str, *, margin: float, S_aa: T
     """
     if rule not in SELECTIONS:
         raise ValueError(f"`rule` is {rule!r} but must be one of {', '.join(SELECTIONS)}")
-    _check_positive(margin, "margin")
+    check_positive(margin, "margin")
     b = _check_scores(S, clip_ids)
     for name, extra in (("S_aa", S_aa), ("S_tt", S_tt)):
         if extra is not None and tuple(extra.shape) != (b, b):
@@ -242,7 +244,7 @@ def infonce_loss(S: Tensor, clip_ids: Tensor, temperature: float) -> Tensor:
     Returns:
         Scalar loss.
     """
-    _check_positive(temperature, "temperature")
+    check_positive(temperature, "temperature")
     _check_scores(S, clip_ids)
     if S.dtype in (torch.float16, torch.bfloat16):  # scores divided by a small t need float32 resolution
         S = S.float()
@@ -309,11 +311,6 @@ def _count(mask: Tensor | None, x: Tensor) -> Tensor:
     if mask is None:
         return torch.full((x.shape[0],), x.shape[1], dtype=x.dtype, device=x.device)
     return mask.sum(dim=1).to(x.dtype)
-
-
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise ValueError(f"`{name}` is {value!r} but must be a finite number > 0")
 
 
 def _check_scores(S: Tensor, clip_ids: Tensor) -> int:
