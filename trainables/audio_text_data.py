@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError
+from trainables.data import DatasetNotFoundError, require_root
 
 DATASETS: tuple[str, ...] = ("synthetic", "clotho")
 CAPTIONS_PER_CLIP = 5
@@ -57,6 +57,9 @@ LOG_EPS = 1e-8
 CLOTHO_SPLITS: tuple[tuple[str, str], ...] = (("train", "development"), ("val", "validation"), ("test", "evaluation"))
 _FALLBACK = "or use the embedded `dataset: synthetic`"
 _NO_DOWNLOAD = "download Clotho v2 from Zenodo yourself; nothing is downloaded at run time"
+_LAYOUT = (
+    "clotho_captions_{development,validation,evaluation}.csv and the development/ validation/ evaluation/ wav folders"
+)
 
 
 # ----------------------------------------------------------------------------------------------------- types
@@ -559,18 +562,7 @@ def _split(
 
 
 def _require_root(data_root: str | None) -> str:
-    if data_root is None:
-        raise DatasetNotFoundError(
-            "clotho needs a data root: pass the folder that holds clotho_captions_development.csv and the "
-            f"development/ validation/ evaluation/ wav folders ({_NO_DOWNLOAD}), {_FALLBACK}"
-        )
-    root = os.path.expanduser(str(data_root))
-    if not os.path.isdir(root):
-        raise DatasetNotFoundError(
-            f"clotho not found under {root}: the folder does not exist (expected clotho_captions_*.csv and "
-            f"development/ validation/ evaluation/ in it; {_NO_DOWNLOAD}), {_FALLBACK}"
-        )
-    return root
+    return require_root(data_root, "clotho", _LAYOUT, _NO_DOWNLOAD, _FALLBACK)
 
 
 def _clotho_paths(root: str, folder: str) -> tuple[str, str]:

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError
+from trainables.data import DatasetNotFoundError, require_root
 
 DATASETS: tuple[str, ...] = ("synthetic", "vggsound")
 ROLES: tuple[str, ...] = ("train", "val", "test")
@@ -617,16 +617,7 @@ class _Row(NamedTuple):
 
 def _require_root(data_root: str | None, ood: bool = False) -> str:
     what, layout = ("ood_root", _OOD_LAYOUT) if ood else ("vggsound", _LAYOUT)
-    if data_root is None:
-        raise DatasetNotFoundError(
-            f"{what} needs a data root: pass the folder that holds {layout} ({_NO_DOWNLOAD}), {_FALLBACK}"
-        )
-    root = os.path.expanduser(str(data_root))
-    if not os.path.isdir(root):
-        raise DatasetNotFoundError(
-            f"{what} not found under {root}: the folder does not exist (expected {layout} in it; {_NO_DOWNLOAD})"
-        )
-    return root
+    return require_root(data_root, what, layout, _NO_DOWNLOAD, _FALLBACK)
 
 
 def _read_labels(root: str, layout: str) -> list[_Row]:

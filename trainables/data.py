@@ -217,6 +217,21 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
 # --------------------------------------------------------------------------------------------------- helpers
 
 
+def require_root(data_root: str | None, name: str, layout: str, no_download: str, fallback: str) -> str:
+    """The dataset folder the user gave, expanded; a one-line DatasetNotFoundError when there is none or it is not a
+    folder. Shared by the audio-text, audio-visual and temporal loaders, whose layouts are described by ``layout``."""
+    if data_root is None:
+        raise DatasetNotFoundError(
+            f"{name} needs a data root: pass the folder that holds {layout} ({no_download}), {fallback}"
+        )
+    root = os.path.expanduser(str(data_root))
+    if not os.path.isdir(root):
+        raise DatasetNotFoundError(
+            f"{name} not found under {root}: the folder does not exist (expected {layout} in it; {no_download})"
+        )
+    return root
+
+
 def _require_root(name: str, root: str | None) -> str:
     expected = _EXPECTED[name]
     if root is None:

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError
+from trainables.data import DatasetNotFoundError, require_root
 
 DATASETS: tuple[str, ...] = ("synthetic", "mvimgnet")
 ROLES: tuple[str, ...] = ("train", "val", "test")
@@ -560,16 +560,7 @@ class _Rows(NamedTuple):
 
 
 def _require_root(data_root: str | None) -> str:
-    if data_root is None:
-        raise DatasetNotFoundError(
-            f"mvimgnet needs a data root: pass the folder that holds {_LAYOUT} ({_NO_DOWNLOAD}), {_FALLBACK}"
-        )
-    root = os.path.expanduser(str(data_root))
-    if not os.path.isdir(root):
-        raise DatasetNotFoundError(
-            f"mvimgnet not found under {root}: the folder does not exist (expected {_LAYOUT} in it; {_NO_DOWNLOAD})"
-        )
-    return root
+    return require_root(data_root, "mvimgnet", _LAYOUT, _NO_DOWNLOAD, _FALLBACK)
 
 
 def _context_path(root: str, context_json: str | None) -> str:
