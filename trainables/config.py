@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from trainables.accel import PRECISIONS
 from trainables.data import DATASETS
 from trainables.models import ENCODERS
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
@@ -63,6 +64,9 @@ _COMMON: Mapping[str, Knob] = MappingProxyType(
         "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
     }
 )
+# The image encoders' compute precision: `auto` is bf16 (with channels-last) on a CUDA device that has it, fp32 on a
+# CPU; see trainables.accel. The audio tasks' GRU and 1-D convolutions stay in fp32.
+_PRECISION = Knob("setting", "compute precision on CUDA (a CPU computes fp32)", choices=PRECISIONS)
 _IMAGE_SETTINGS: Mapping[str, Knob] = MappingProxyType(
     {
         **_COMMON,
@@ -71,6 +75,7 @@ _IMAGE_SETTINGS: Mapping[str, Knob] = MappingProxyType(
         "dataset": Knob("setting", "data set", choices=DATASETS),
         "image_size": Knob("setting", "resize to this square size", low=4, integer=True, optional=True),
         "encoder": Knob("setting", "backbone", choices=ENCODERS),
+        "precision": _PRECISION,
         "width": Knob("setting", "small_resnet width", low=1, integer=True),
         "proj_hidden_dim": Knob("setting", "projection head hidden size", low=1, integer=True),
         "proj_dim": Knob("setting", "projection size", low=2, integer=True),
@@ -114,6 +119,7 @@ _TEMPORAL_SETTINGS: Mapping[str, Knob] = MappingProxyType(
         "task": Knob("setting", "what a trial trains", choices=("temporal",)),
         "dataset": Knob("setting", "data set", choices=TEMPORAL_DATASETS),
         "room_map": Knob("setting", "category -> room assignment", choices=("balanced", "random")),
+        "precision": _PRECISION,
         "objects_per_category": Knob("setting", "objects per category of the embedded data", low=10, integer=True),
         "label_temperature": Knob("setting", "temperature of the label alignment", low=0.0, low_open=True),
         "image_size": Knob("setting", "resize frames to this square size", low=8, integer=True, optional=True),
@@ -207,6 +213,7 @@ class TrialConfig(TaskConfig):
     evaluate_test: bool = False  # also score the test split at the last epoch: finalists only (`sweep confirm`)
     # execution
     device: str = "auto"
+    precision: str = "auto"
     num_threads: int | None = None
     # strategy knobs, resolved against the strategy's preset defaults (read-only)
     knobs: Mapping[str, Any] = field(default_factory=dict)
@@ -316,6 +323,7 @@ class TemporalConfig(TaskConfig):
     eval_every: int = 1
     evaluate_test: bool = False
     device: str = "auto"
+    precision: str = "auto"
     num_threads: int | None = None
     knobs: Mapping[str, Any] = field(default_factory=dict)
 

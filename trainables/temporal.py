@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.accel import Accel
 from trainables.augment import SimCLRAugment, make_eval_transform
 from trainables.config import TemporalConfig
 from trainables.evaluation import extract_features
@@ -60,9 +61,13 @@ class TemporalTrial:
     data: TemporalData
     model: TemporalModel
     optimizer: torch.optim.Optimizer
-    device: torch.device
+    accel: Accel
     sequence: Sequence
     augment: SimCLRAugment
+
+    @property
+    def device(self) -> torch.device:
+        return self.accel.device
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, seq, split = self.cfg, self.sequence, self.data.train
@@ -81,13 +86,17 @@ class TemporalTrial:
                 continue
             anchors, others = seq.frames[pos], seq.frames[partners[pos]]
             x = torch.cat([self.augment(split.frames[anchors], gen), self.augment(split.frames[others], gen)])
-            h, z = net(x.to(self.device))
-            z1, z2 = z.float().chunk(2)
+            aligned = cfg.knobs["label_weight"] > 0
+            with self.accel.autocast():
+                h, z = net(self.accel.images(x))
+                if aligned:
+                    y, e = labels(h[: len(pos)], split.category[anchors].to(self.device))
+            z1, z2 = z.float().chunk(2)  # the losses in fp32
             loss = two_view_loss(z1, z2, "infonce", cfg.temperature)
-            if cfg.knobs["label_weight"] > 0:
-                category = split.category[anchors].to(self.device)
-                y, e = labels(h[: len(pos)], category)
-                loss = loss + cfg.knobs["label_weight"] * two_view_loss(y, e, "infonce", cfg.label_temperature)
+            if aligned:
+                loss = loss + cfg.knobs["label_weight"] * two_view_loss(
+                    y.float(), e.float(), "infonce", cfg.label_temperature
+                )
             if not optimizer_step(self.optimizer, loss):
                 return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
             losses.append(loss.item())
@@ -98,7 +107,8 @@ class TemporalTrial:
     def evaluate(self, split: str = "val", final: bool = True) -> dict[str, float]:
         d = getattr(self.data, split)
         net = self.model.contrastive
-        h = extract_features(net.backbone, d.frames, self.eval_transform, device=self.device)
+        with self.accel.autocast():
+            h = extract_features(net.backbone, d.frames, self.eval_transform, device=self.device)
         net.eval()
         z = F.normalize(net.head(h.to(self.device)).float(), dim=1).cpu()
         out: dict[str, float] = {}
@@ -122,7 +132,7 @@ class TemporalTrial:
 
 
 def build(cfg: TemporalConfig) -> TemporalTrial:
-    device = prepare(cfg)
+    accel = Accel.resolve(prepare(cfg), cfg.precision)
     data = load_temporal(
         cfg.dataset, cfg.data_root, seed=cfg.seed, limit=cfg.limit, room_map=cfg.room_map,
         context_json=cfg.context_json, image_size=cfg.image_size, objects_per_category=cfg.objects_per_category,
@@ -140,7 +150,7 @@ def build(cfg: TemporalConfig) -> TemporalTrial:
     net = ContrastiveModel.build("small_resnet", channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim,
                                  out_dim=cfg.proj_dim)
     labels = LabelAlignment(data.n_categories, net.feature_dim, cfg.proj_hidden_dim, cfg.proj_dim)
-    model = TemporalModel(net, labels).to(device)
+    model = accel.module(TemporalModel(net, labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if temporal:  # time contrast: crops only, no colour, flip or blur (STRATEGIES.md 5(b))
         augment = SimCLRAugment(size, channels, data.frame_mean, data.frame_std, crop_scale=(0.5, 1.0), flip_p=0.0,
@@ -148,4 +158,4 @@ def build(cfg: TemporalConfig) -> TemporalTrial:
     else:  # the paper's SimCLR baseline: crop 0.5-1, flip 0.5, ColorJitter(0.8, 0.8, 0.8, 0.2) at 0.8, grey 0.2
         augment = SimCLRAugment(size, channels, data.frame_mean, data.frame_std, strength=2.0, crop_scale=(0.5, 1.0),
                                 flip_p=0.5, jitter_p=0.8, grey_p=0.2, blur_p=0.0)
-    return TemporalTrial(cfg, data, model, optimizer, device, sequence, augment)
+    return TemporalTrial(cfg, data, model, optimizer, accel, sequence, augment)

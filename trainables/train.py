@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.accel import Accel
 from trainables.augment import make_augment, make_eval_transform
 from trainables.config import TaskConfig, TrialConfig, parse_config
 from trainables.data import ImageData, check_dataset, load_image_data
@@ -59,10 +60,14 @@ class _Trial:
     data: ImageData
     model: ContrastiveModel
     optimizer: torch.optim.Optimizer
-    device: torch.device
+    accel: Accel
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     eval_transform: Callable[[torch.Tensor], torch.Tensor]
     noisy_labels: np.ndarray | None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accel.device
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         return _train_epoch(self, epoch)
@@ -101,12 +106,12 @@ def prepare(cfg: Any) -> torch.device:
 
 
 def _build(cfg: TrialConfig) -> _Trial:
-    device = prepare(cfg)
+    accel = Accel.resolve(prepare(cfg), cfg.precision)
     data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
     channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
-    model = ContrastiveModel.build(
+    model = accel.module(ContrastiveModel.build(
         cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim
-    ).to(device)
+    ))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     noisy = fixed_noisy_labels(cfg, data.pretrain.y.numpy(), data.num_classes)
     return _Trial(
@@ -114,7 +119,7 @@ def _build(cfg: TrialConfig) -> _Trial:
         data,
         model,
         optimizer,
-        device,
+        accel,
         make_augment(size, channels, data.mean, data.std),
         make_eval_transform(data.mean, data.std),
         noisy,
@@ -151,7 +156,8 @@ def partner_labels(
 
 def _partner_labels(t: _Trial, epoch: int) -> np.ndarray:
     def features() -> np.ndarray:
-        return extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
+        with t.accel.autocast():
+            return extract_features(t.model.backbone, t.data.pretrain.x, t.eval_transform, device=t.device).numpy()
 
     return partner_labels(t.cfg, t.data.pretrain.y.numpy(), epoch, t.noisy_labels, features, t.data.num_classes)
 
@@ -191,8 +197,9 @@ def _train_epoch(t: _Trial, epoch: int) -> dict[str, Any]:
     for idx in batches:
         partners = POSITIVES[spec.positive](idx, partner_labels, rng, **pos_args)
         x = torch.cat([t.augment(t.data.pretrain.x[idx], gen), t.augment(t.data.pretrain.x[partners], gen)])
-        _, z = t.model(x.to(t.device, non_blocking=True))
-        z1, z2 = z.float().chunk(2)
+        with t.accel.autocast():
+            _, z = t.model(t.accel.images(x))
+        z1, z2 = z.float().chunk(2)  # the loss in fp32: its log-sum-exps are where precision matters
         loss = two_view_loss(z1, z2, cfg.strategy, cfg.temperature, **cfg.loss_knobs)
         if not optimizer_step(t.optimizer, loss):
             return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
@@ -214,8 +221,9 @@ def _evaluate(t: _Trial, split: str = "val") -> dict[str, float]:
     """Probe and kNN fitted on the train split, scored on ``split``; the test split's keys get a ``test_`` prefix."""
     cfg, data = t.cfg, t.data
     scored = getattr(data, split)
-    train_h = extract_features(t.model.backbone, data.train.x, t.eval_transform, device=t.device)
-    h = extract_features(t.model.backbone, scored.x, t.eval_transform, device=t.device)
+    with t.accel.autocast():
+        train_h = extract_features(t.model.backbone, data.train.x, t.eval_transform, device=t.device)
+        h = extract_features(t.model.backbone, scored.x, t.eval_transform, device=t.device)
     out = {
         "linear_acc": linear_probe_accuracy(train_h, data.train.y, h, scored.y, epochs=cfg.probe_epochs, seed=cfg.seed),
         "knn_acc": knn_accuracy(train_h, data.train.y, h, scored.y, k=cfg.knn_k),

@@ -1,0 +1,54 @@
+"""What a CUDA device gains from, and a CPU never sees: bf16 autocast and channels-last memory.
+
+bf16 keeps fp32's exponent range, so it needs no loss scaling and a loss that is finite in fp32 stays finite; the
+losses themselves still compute in fp32 (callers take ``z.float()`` outside :meth:`Accel.autocast`), because their
+log-sum-exps are where the precision matters. Channels-last lets cuDNN pick tensor-core convolutions without
+transposing every activation. On a CPU both are off and the trial runs exactly the fp32 code it always ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Accel:
+    device: torch.device
+    bf16: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, device: torch.device, precision: str = "auto") -> Accel:
+        """``auto``: bf16 and channels-last on a CUDA device that supports bf16 (Ampere and later), else fp32."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        cuda = device.type == "cuda"
+        supported = cuda and torch.cuda.is_bf16_supported()
+        if precision == "bf16" and not supported:
+            where = "this GPU" if cuda else "a CPU"
+            raise ValueError(f"precision 'bf16' needs a CUDA device with bf16 support, not {where}; "
+                             "use precision: auto (bf16 where supported) or fp32")
+        return cls(device, bf16=supported and precision != "fp32", channels_last=cuda)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        if not self.bf16:
+            yield
+            return
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+
+    def module(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the device, channels-last when that is the layout the convolutions want."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
