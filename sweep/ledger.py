@@ -4,7 +4,8 @@ A sweep directory (``<storage>/<name>/``) holds:
 
 - ``sweep.json``: the settings it was launched with, written once before Ray starts;
 - ``study.db``: the Optuna study (SQLite). Optuna commits every ask, report and tell, so a trial number is never
-  handed out twice and no outcome the driver has learnt is lost. Each trial's full configuration is a user attribute;
+  handed out twice and no outcome the driver has learnt is lost. Each trial's full configuration is a user attribute.
+  In object storage (``s3://...``) the study is a journal of objects instead, ``study-journal/`` (:mod:`sweep.journal`);
 - ``driver.json``: the driver sessions (``sweep run`` is session 0, each ``sweep resume`` the next), with the process
   and a heartbeat, so ``sweep status`` can tell a live sweep from an interrupted one;
 - ``session-K/``: the Tune experiment of session K. Trial number N lives in ``session-K/NNNN_<strategy>/``; each of
@@ -31,6 +32,7 @@ import optuna
 import pyarrow.fs as pafs
 from optuna.trial import TrialState
 
+from sweep.journal import JOURNAL_DIR, ObjectJournal
 from sweep.ranking import finite
 from sweep.storage import is_uri, join, read_text, resolve_storage, write_atomic
 from trainables.files import HISTORY_FILE, STATE_FILE
@@ -59,27 +61,31 @@ def trial_dirname(number: int, strategy: str) -> str:
 # --- the Optuna study ------------------------------------------------------------------------------------------
 
 
-def study_url(exp: str) -> str:
-    if is_uri(exp):  # SQLite needs a local file; remote storage keeps the rest (see README, "Running on a cluster")
-        raise ValueError(f"storage {exp!r} is not a local directory; the study database needs a local one")
-    return f"sqlite:///{join(exp, STUDY_FILE)}"
-
-
-def _storage(exp: str) -> optuna.storages.RDBStorage:
+def study_storage(exp: str, writer: bool = False) -> optuna.storages.BaseStorage:
+    """SQLite in a local sweep directory; in object storage, a journal of objects (see :mod:`sweep.journal`)."""
+    if is_uri(exp):
+        return optuna.storages.JournalStorage(ObjectJournal(join(exp, JOURNAL_DIR), writer=writer))
     # A reader (`sweep status`) may meet the driver's write lock: wait for it rather than fail.
-    return optuna.storages.RDBStorage(study_url(exp), engine_kwargs={"connect_args": {"timeout": 30}})
+    url = f"sqlite:///{join(exp, STUDY_FILE)}"
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def has_study(exp: str) -> bool:
+    return ObjectJournal(join(exp, JOURNAL_DIR)).exists() if is_uri(exp) else os.path.isfile(join(exp, STUDY_FILE))
 
 
 def create_study(exp: str, name: str, mode: str) -> optuna.Study:
-    os.makedirs(exp, exist_ok=True)
+    if not is_uri(exp):
+        os.makedirs(exp, exist_ok=True)
     direction = "maximize" if mode == "max" else "minimize"
-    return optuna.create_study(storage=_storage(exp), study_name=name, direction=direction)
+    return optuna.create_study(storage=study_storage(exp, writer=True), study_name=name, direction=direction)
 
 
-def open_study(exp: str) -> optuna.Study | None:
-    if read_text(join(exp, SETTINGS_FILE)) is None or not os.path.isfile(join(exp, STUDY_FILE)):
+def open_study(exp: str, writer: bool = False) -> optuna.Study | None:
+    """The sweep's study; ``writer``: for the driver, the one process that writes it while a session runs."""
+    if read_text(join(exp, SETTINGS_FILE)) is None or not has_study(exp):
         return None
-    return optuna.load_study(storage=_storage(exp), study_name=None)
+    return optuna.load_study(storage=study_storage(exp, writer), study_name=None)
 
 
 def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Study]:
@@ -91,7 +97,8 @@ def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Stu
         raise ValueError(f"no sweep {name!r} in {root}; check the name and --storage")
     study = open_study(exp)
     if study is None:
-        raise ValueError(f"sweep {name!r} in {root} has no study database ({STUDY_FILE})")
+        where = JOURNAL_DIR if is_uri(exp) else STUDY_FILE
+        raise ValueError(f"sweep {name!r} in {root} has no study database ({where})")
     return exp, json.loads(text), study
 
 
@@ -279,12 +286,12 @@ def reconcile(
     scheduler: Any,
     max_t: int,
     metric: str,
-    rebuild: Callable[[dict[str, Any]], dict[str, Any]],
+    rebuild: Callable[[optuna.trial.FrozenTrial], dict[str, Any]],
 ) -> list[Resumable]:
     """Bring the study up to date with the checkpoints on disk; return the trials that must go on.
 
-    ``rebuild(params)`` gives a trial's config from its Optuna params, for a trial the driver asked for but was
-    killed before it recorded the config.
+    ``rebuild(trial)`` gives the config of a trial the driver asked for but was killed before it recorded the
+    config (possibly before the space had suggested every parameter).
 
     The scheduler's rungs are rebuilt first by replaying every epoch on disk in the order it was reported, so a trial
     that ASHA had stopped (or would have stopped, had the driver lived to see its last epoch) stays stopped.
@@ -306,7 +313,7 @@ def reconcile(
             tell(study, t, outcome)
             continue
         ckpt = saved.get(t.number)
-        config = t.user_attrs.get("config") or rebuild(t.params)
+        config = t.user_attrs.get("config") or rebuild(t)
         resumable.append(Resumable(t.number, config, ckpt.path if ckpt else None, ckpt.epoch if ckpt else 0))
     return resumable
 

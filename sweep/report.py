@@ -21,12 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from sweep import confirm, ledger, plots, ranking
-from sweep.storage import join, resolve_storage, write_atomic
+from sweep.storage import is_uri, join, resolve_storage, write_atomic
 from trainables.config import PAPER_COLUMNS
 
 REPORT_DIR = "report"
@@ -36,7 +37,7 @@ CONFIG_PREFIX = "config."
 # Per task: (knob, scores) of the figure the seed paper is about.
 PAPER_FIGURES = {"temporal": ("p_change_room", ("ooo_category", "ooo_context", "ooo_object"))}
 # Where a row was computed, not what it measured: kept out of the metric columns' way, but kept.
-_WHERE = ("trial", "session", "hostname", "pid")
+_WHERE = ("trial", "session", "hostname", "pid", "num_threads")
 
 
 def trial_state(record: ranking.TrialRecord, max_epochs: int) -> str:
@@ -72,6 +73,7 @@ def trial_rows(records: Sequence[ranking.TrialRecord], max_epochs: int) -> list[
                     "node_id": h.get("node_id"),
                     "hostname": h.get("hostname"),
                     "session": h.get("session"),
+                    "num_threads": h.get("num_threads"),
                     **metrics,
                 }
             )
@@ -147,22 +149,23 @@ def _best(history: Sequence[dict[str, Any]], metric: str) -> int | None:
 
 
 def copy_study(exp: str, target: str) -> None:
-    """A consistent copy of study.db even while the driver writes it (SQLite's backup API), renamed into place."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".study.", suffix=".tmp")
-    os.close(fd)
-    try:
-        src = sqlite3.connect(f"file:{join(exp, ledger.STUDY_FILE)}?mode=ro", uri=True, timeout=30)
-        dst = sqlite3.connect(tmp)
-        with dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A consistent SQLite copy of the study even while the driver writes it, for ``optuna-dashboard``: SQLite's
+    backup API from a local study.db, Optuna's copy from a journal in object storage; then written atomically."""
+    with tempfile.TemporaryDirectory(prefix="sweep-study-") as tmp:
+        copy = os.path.join(tmp, ledger.STUDY_FILE)
+        if is_uri(exp):
+            storage = ledger.study_storage(exp)
+            name = storage.get_all_studies()[0].study_name
+            optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=f"sqlite:///{copy}")
+        else:
+            src = sqlite3.connect(f"file:{join(exp, ledger.STUDY_FILE)}?mode=ro", uri=True, timeout=30)
+            dst = sqlite3.connect(copy)
+            with dst:
+                src.backup(dst)
+            src.close()
+            dst.close()
+        with open(copy, "rb") as f:
+            write_atomic(target, f.read())
 
 
 def confirm_rows(exp: str) -> list[dict[str, Any]]:
@@ -251,7 +254,7 @@ def best_config_yaml(name: str, best: ranking.TrialRecord, plan: dict[str, Any])
     config = dict(best.config)
     # The trial ran with the threads of its CPU share; another count changes float sums and so the result.
     cpus = plan.get("settings", {}).get("cpus_per_trial", 1)
-    config.setdefault("num_threads", max(1, int(cpus or 1)))
+    config.setdefault("num_threads", best.last.get("num_threads") or max(1, int(cpus or 1)))
     header = (
         f"# best configuration of sweep {name}: trial {best.number} ({best.config.get('strategy')}), validation "
         f"{metric} {best.last[metric]:.4f} at epoch {best.epochs}/{epochs}\n"

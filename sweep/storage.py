@@ -45,6 +45,8 @@ def write_atomic(path: str, data: str | bytes) -> None:
         local_write_atomic(path, payload)
         return
     fs, base = pafs.FileSystem.from_uri(path)
+    if isinstance(fs, pafs.LocalFileSystem):  # a file:// URI: its folder must exist
+        fs.create_dir(base.rsplit("/", 1)[0], recursive=True)
     # Object stores make a completed upload visible atomically; a local-style rename is not available there.
     with fs.open_output_stream(base) as f:
         f.write(payload)
