@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from search_spaces import audio_text_negatives, av_sampling, digits, stl10_hcl, temporal_context
@@ -25,7 +26,7 @@ __all__ = ["SPACES", "Study", "describe_space", "load_study"]
 
 
 def load_study(spec: str) -> Study:
-    """A registered study by name, or ``path/to/file.py:function`` for a user's own define-by-run function."""
+    """A registered study by name, or ``path/to/file.py:NAME`` for a user's own define-by-run function or Study."""
     if spec in SPACES:
         return SPACES[spec]
     if ":" not in spec:
@@ -48,7 +49,10 @@ def load_study(spec: str) -> Study:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # a user's file: report the error in one line, not a traceback
         raise ValueError(f"could not import {path}: {type(exc).__name__}: {exc}") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ValueError(f"{path} has no function {func_name!r}; give path/to/file.py:function")
-    return Study(name=f"{path.stem}.{func_name}", description=f"user space {spec}", space=func)
+    found = getattr(module, func_name, None)
+    name = f"{path.stem}.{func_name}"
+    if isinstance(found, Study):  # a whole study: its scheduler, sampler, grid and budget too
+        return replace(found, name=name, description=found.description or f"user study {spec}")
+    if not callable(found):
+        raise ValueError(f"{path} has no function or Study {func_name!r}; give path/to/file.py:function")
+    return Study(name=name, description=f"user space {spec}", space=found)

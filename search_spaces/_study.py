@@ -23,6 +23,11 @@ class Study:
     num_samples: int = 20  # default trial budget of `sweep run`
     scheduler: str = "asha"  # "asha" (early stopping on the epoch) or "fifo" (every trial to full budget)
     grid: Mapping[str, tuple[Any, ...]] | None = field(default=None)  # exhaustive grid instead of TPE
+    sampler: str = "tpe"  # or "random": random search, the baseline (sweep.study.make_sampler); a grid overrides it
+    # Resources of one trial unless the command line says otherwise (None: 1 CPU; a whole GPU where there is one).
+    # A fraction of a GPU packs trials of a small model onto one device.
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
 
 
 def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:

@@ -32,12 +32,16 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 def _local_ray_binds_loopback(address: str | None) -> None:
     """Read by Ray when it is imported: a local Ray then binds its ports to 127.0.0.1 only, and a loopback address
-    is dialled as given (without it Ray swaps 127.0.0.1 for the machine's address and waits there forever)."""
+    is dialled as given (without it Ray swaps 127.0.0.1 for the machine's address and waits there forever). A local
+    Ray gets token authentication, which Ray 2.60 turns on anyway, but said here so that it does not warn about it.
+    """
     import os
 
     host = (address or "").split("://", 1)[-1].rsplit(":", 1)[0]
     if not address or host in _LOOPBACK:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def parse_duration(text: str) -> float:
@@ -86,8 +90,10 @@ class Run:
         p.add_argument("--strategies", help="comma-separated subset of the space's strategies (default: all)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="fix a trial setting or parameter for every trial, e.g. --set batch_size=64 (repeatable)")
-        p.add_argument("--cpus-per-trial", type=float, default=1.0)
-        p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
+        p.add_argument("--cpus-per-trial", type=float,
+                       help="CPUs (torch threads) per trial (default: the study's, else 1)")
+        p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; a fraction packs trials on one GPU, "
+                       "e.g. 0.25 runs four per GPU (default: the study's, else 1 where there are GPUs, else 0)")
         p.add_argument("--seed", type=int, default=0, help="seeds the search and every trial")
         p.add_argument("--max-failures", type=int, default=2,
                        help="retries of a trial whose worker raises or dies, from its last checkpoint (default 2)")
@@ -109,7 +115,7 @@ class Run:
             if value is not None and value < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} is {value} but must be >= 1")
         for flag in ("cpus_per_trial", "gpus_per_trial", "max_failures", "seed"):
-            if getattr(args, flag) < 0:
+            if getattr(args, flag) is not None and getattr(args, flag) < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} is {getattr(args, flag)} but must be >= 0")
         strategies = [x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None
         from sweep.runner import SweepSettings, run

@@ -361,7 +361,7 @@ def confirm(
         if unfinished:
             print(f"note: sweep {name} has not finished; the finalists are the best of its trials so far", file=out)
         seed_list = confirm_seeds(p.settings.seed, seeds or 3)
-        runs = plan_runs(finalists, seed_list, p.epochs, max(1, int(p.settings.cpus_per_trial or 1)))
+        runs = plan_runs(finalists, seed_list, p.epochs, max(1, int(runner.cpus_per_trial(p.settings, p.study))))
         plan = {
             "sweep": name,
             "metric": p.study.metric,
@@ -383,6 +383,7 @@ def confirm(
     todo = [r for r in runs if r.number not in failed and not _finished(saved.get(r.number), r.config["epochs"])]
     if todo:
         runner.check_address(p.settings.address)  # before anything is written
+        runner.check_gpus(p.settings)
     if fresh:
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
     code = 0
@@ -423,7 +424,8 @@ def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Seque
     progress = Progress(len(runs), plan["epochs"], TEST_PREFIX + plan["metric"], done=len(runs) - len(todo),
                         out=out, seeds=True)
     interrupt = runner.Interrupt()
-    runner.fit(p.settings, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt)
+    runner.fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt,
+               out=out)
     if searcher.failed:
         plan["failed"].update({str(k): v for k, v in searcher.failed.items()})
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))

@@ -49,8 +49,8 @@ class SweepSettings:
     num_samples: int | None = None
     max_concurrent: int | None = None
     epochs: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    cpus_per_trial: float | None = None  # None: the study's, else 1
+    gpus_per_trial: float | None = None  # None: the study's, else a whole GPU where the cluster has one, else none
     seed: int = 0
     address: str | None = None
     data_root: str | None = None
@@ -83,12 +83,56 @@ def trial_overrides(s: SweepSettings, task: str = "image") -> dict[str, Any]:
     return {**out, **s.overrides}
 
 
-def default_concurrency(resources: dict[str, float], s: SweepSettings) -> int:
+def cpus_per_trial(s: SweepSettings, study: Study) -> float:
+    """A trial's CPUs: its torch threads for the model and for the data pipeline (augmentation runs on the CPU)."""
+    for value in (s.cpus_per_trial, study.cpus_per_trial):
+        if value is not None:
+            return float(value)
+    return 1.0
+
+
+def gpus_per_trial(s: SweepSettings, study: Study, cluster: dict[str, float], out=sys.stdout) -> float:
+    """A trial's share of a GPU: the command line's, else the study's, else a whole one where there are GPUs.
+
+    A local Ray without a GPU runs a study's GPU trials on the CPU (with a note); an explicit ``--gpus-per-trial``
+    was refused before anything started (:func:`check_gpus`). A cluster (``--address``) is trusted: its autoscaler
+    may add GPU nodes for trials that ask for them.
+    """
+    if s.gpus_per_trial is not None:
+        return float(s.gpus_per_trial)
+    has_gpu = cluster.get("GPU", 0) > 0
+    if study.gpus_per_trial is not None:
+        if has_gpu or s.address:
+            return float(study.gpus_per_trial)
+        print(f"note: study {study.name} asks for {study.gpus_per_trial:g} GPU per trial; this Ray has none, so "
+              "trials run on the CPU", file=out)
+        return 0.0
+    return 1.0 if has_gpu else 0.0
+
+
+def check_gpus(s: SweepSettings) -> None:
+    """``--gpus-per-trial`` that no trial could ever get, refused in one line before anything is written."""
+    g = s.gpus_per_trial
+    if g is None or g == 0:
+        return
+    if g > 1 and g != int(g):
+        raise ValueError(f"--gpus-per-trial {g:g}: above 1 a trial takes whole GPUs; use an integer, or a fraction "
+                         "below 1 to pack trials on one GPU")
+    if s.address:
+        return
+    import torch
+
+    if torch.cuda.device_count() < g:
+        raise ValueError(f"--gpus-per-trial {g:g} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                         "leave it out to use the GPUs there are (else CPUs), or give --address of a GPU cluster")
+
+
+def default_concurrency(cluster: dict[str, float], cpus: float, gpus: float) -> int:
     """As many trials as the cluster's CPUs (and GPUs) hold. Without an explicit limit, Tune with a searcher keeps
     one trial pending at a time and, in practice, runs them one after another."""
-    fits = [resources.get("CPU", 1) / s.cpus_per_trial] if s.cpus_per_trial > 0 else []
-    if s.gpus_per_trial > 0:
-        fits.append(resources.get("GPU", 0) / s.gpus_per_trial)
+    fits = [cluster.get("CPU", 1) / cpus] if cpus > 0 else []
+    if gpus > 0:
+        fits.append(cluster.get("GPU", 0) / gpus)
     return max(1, int(min(fits, default=1) + 1e-9))
 
 
@@ -122,6 +166,7 @@ class Plan:
                 "metric": self.study.metric,
                 "mode": self.study.mode,
                 "scheduler": self.study.scheduler,
+                "sampler": "grid" if self.study.grid is not None else self.study.sampler,
                 "task": self.task,
             },
             indent=2,
@@ -270,7 +315,7 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
         raise ValueError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
     check_writable(p.storage)
     check_address(s.address)
-    ledger.study_url(p.exp)  # remote storage is refused here, before anything is written
+    check_gpus(s)
     write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
     ledger.create_study(p.exp, p.name, p.study.mode)
     return _session(p, out)
@@ -309,6 +354,7 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
     if max_concurrent is not None:
         p.settings.max_concurrent = max_concurrent
     check_address(p.settings.address)
+    check_gpus(p.settings)
     return _session(p, out)
 
 
@@ -388,18 +434,16 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     s, exp, epochs, n = p.settings, p.exp, p.epochs, p.num_samples
     init_ray(s.address, s.dashboard)
     from sweep.progress import Progress
-    from sweep.study import SweepSearcher, build_config, make_scheduler
+    from sweep.study import SweepSearcher, finish_ask, make_scheduler
 
-    study = ledger.open_study(exp)
+    study = ledger.open_study(exp, writer=True)
     scheduler = make_scheduler(p.study.scheduler, epochs)
     scheduler.set_search_properties(p.study.metric, p.study.mode)
     overrides = trial_overrides(s, p.task)
     saved = ledger.newest_checkpoints(exp)
 
-    def rebuild(params: dict[str, Any]) -> dict[str, Any]:
-        import optuna
-
-        return build_config(p.study.space, optuna.trial.FixedTrial(params), overrides)
+    def rebuild(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return finish_ask(study, trial, p.study.space, overrides, s.seed, p.study.grid, p.study.sampler)
 
     resumable = ledger.reconcile(study, saved, scheduler, epochs, p.study.metric, rebuild)
     ledger.remove_leftovers(exp, saved)
@@ -435,11 +479,12 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
             session=session,
             overrides=overrides,
             grid=p.study.grid,
+            sampler=p.study.sampler,
             resume=resumable,
             log=lambda msg: print(msg, file=out, flush=True),
         )
         progress = Progress(n, epochs, p.study.metric, done=done, out=out)
-        wall = fit(s, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget)
+        wall = fit(s, p.study, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget, out)
 
     saved = ledger.newest_checkpoints(exp)
     unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -475,6 +520,7 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
 
 def fit(
     s: SweepSettings,
+    study: Study,
     exp: str,
     session: int,
     driver: dict[str, Any],
@@ -484,6 +530,7 @@ def fit(
     callbacks: list[Any],
     interrupt: Interrupt,
     budget: float | None = None,
+    out=sys.stdout,
 ) -> float:
     """One Tune run of ``num_samples`` trials from ``searcher`` in ``exp/session-K``; returns its wall time."""
     import ray
@@ -492,13 +539,19 @@ def fit(
     from sweep.study import TrialIndex
     from trainables.tune_entry import trainable
 
+    cluster = ray.cluster_resources()
+    cpus, gpus = cpus_per_trial(s, study), gpus_per_trial(s, study, cluster, out)
+    concurrent = s.max_concurrent or default_concurrency(cluster, cpus, gpus)
+    where = f"{cluster.get('CPU', 0):g} CPU" + (f", {cluster['GPU']:g} GPU" if cluster.get("GPU") else "")
+    print(f"resources: {cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "") + f" per trial, {concurrent} at a time "
+          f"(Ray has {where} now)", file=out)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}),
+        tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,  # metric and mode set on it and on the searcher; TuneConfig must not repeat them
             num_samples=num_samples,
-            max_concurrent_trials=s.max_concurrent or default_concurrency(ray.cluster_resources(), s),
+            max_concurrent_trials=concurrent,
             trial_dirname_creator=_trial_dirname,
             # One worker process serves trial after trial: torch and friends are imported once, not per trial.
             reuse_actors=True,

@@ -48,9 +48,19 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def make_sampler(seed: int, grid: Mapping[str, Sequence[Any]] | None = None) -> optuna.samplers.BaseSampler:
+SAMPLERS = ("tpe", "random")
+
+
+def make_sampler(
+    seed: int, grid: Mapping[str, Sequence[Any]] | None = None, kind: str = "tpe"
+) -> optuna.samplers.BaseSampler:
+    """A grid's sampler when there is a grid; else TPE, or random search (the baseline TPE must beat)."""
     if grid is not None:
         return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind != "tpe":
+        raise ValueError(f"sampler {kind!r} is not one of {', '.join(SAMPLERS)}")
     # group=True models each strategy's branch separately; constant_liar keeps parallel trials apart.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -93,6 +103,25 @@ def build_config(space: Callable, trial: Any, overrides: Mapping[str, Any]) -> d
     return {**trial.params, **fixed, **overrides}
 
 
+def finish_ask(
+    study: optuna.Study,
+    frozen: optuna.trial.FrozenTrial,
+    space: Callable,
+    overrides: Mapping[str, Any],
+    seed: int,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    sampler: str = "tpe",
+) -> dict[str, Any]:
+    """The config of a trial whose ask a killed driver left half-done (each suggestion is its own write, so the
+    study may hold some of its parameters). The space runs again on the trial itself: the parameters it has keep
+    their values, the missing ones are suggested now by the sampler seeded as the ask was; the config is recorded."""
+    study.sampler = make_sampler(seed if grid is not None else trial_seed(seed, frozen.number), grid, sampler)
+    trial = optuna.Trial(study, frozen._trial_id)
+    config = build_config(space, trial, overrides)
+    trial.set_user_attr("config", config)
+    return config
+
+
 class SweepSearcher(Searcher):
     """Proposes trials from the durable study; resumes the unfinished ones first, under their own numbers."""
 
@@ -110,12 +139,14 @@ class SweepSearcher(Searcher):
         session: int,
         overrides: Mapping[str, Any] | None = None,
         grid: Mapping[str, Sequence[Any]] | None = None,
+        sampler: str = "tpe",
         resume: Sequence[Resumable] = (),
         log: Callable[[str], None] = print,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study, self.space = study, space
         self.max_t, self.num_samples, self.seed, self.session, self.grid = max_t, num_samples, seed, session, grid
+        self.sampler = sampler
         # Enqueued even when there is one, so `--strategies x` holds; a grid enumerates them itself.
         self.strategies = tuple(strategies) if grid is None else ()
         self.overrides = dict(overrides or {})
@@ -151,7 +182,8 @@ class SweepSearcher(Searcher):
         if self.strategies and not waiting:
             self.study.enqueue_trial({"strategy": self.strategies[n % len(self.strategies)]})
         # A GridSampler's seed orders its grid: it must stay the same for the whole sweep, or points repeat.
-        self.study.sampler = make_sampler(self.seed if self.grid is not None else trial_seed(self.seed, n), self.grid)
+        seed = self.seed if self.grid is not None else trial_seed(self.seed, n)
+        self.study.sampler = make_sampler(seed, self.grid, self.sampler)
         trial = self.study.ask()
         try:
             config = build_config(self.space, trial, self.overrides)

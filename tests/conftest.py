@@ -21,6 +21,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_optuna():
+    """As the CLI does: no INFO line each time a test opens a sweep's study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray for the whole session: 2 CPUs, loopback only, no dashboard. Never started per test."""

@@ -65,6 +65,7 @@ def trainable(config: dict[str, Any]) -> None:
         "node_id": _node_id(),
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
+        "num_threads": config["num_threads"],
     }
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:

@@ -162,3 +162,26 @@ def test_bad_space_names_raise_one_clear_error(spec, tmp_path):
     f.write_text("def space(trial):\n    return None\n")
     with pytest.raises(ValueError):
         load_study(spec.format(file=f))
+
+
+USER_STUDY = """
+from search_spaces import Study
+from search_spaces.digits import STUDY as DIGITS
+
+def space(trial):
+    return DIGITS.space(trial)
+
+BASELINE = Study(name="x", description="", space=space, scheduler="fifo", sampler="random", num_samples=6)
+"""
+
+
+def test_a_users_file_may_give_a_whole_study_with_its_sampler_and_scheduler(tmp_path):
+    (tmp_path / "mine.py").write_text(USER_STUDY)
+    study = load_study(f"{tmp_path / 'mine.py'}:BASELINE")
+    assert (study.name, study.scheduler, study.sampler, study.num_samples) == ("mine.BASELINE", "fifo", "random", 6)
+    random_search = SweepSearcher(
+        optuna.create_study(direction="maximize"), study.space, metric=METRIC, mode=MODE, max_t=4, num_samples=20,
+        strategies=("infonce",), seed=0, session=0, sampler=study.sampler, log=lambda msg: None,
+    )
+    lrs = [c["lr"] for c in _suggest(random_search, 20)]
+    assert isinstance(random_search.study.sampler, optuna.samplers.RandomSampler) and len(set(lrs)) == 20

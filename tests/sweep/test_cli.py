@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from search_spaces import SPACES
 
@@ -87,7 +89,7 @@ def no_strategy(trial):
 BAD_RUNS = {
     "unknown space": (["--space", "nope"], ["unknown search space 'nope'", "digits", "file.py:function"]),
     "space file syntax error": (["--space", "syntax.py:space"], ["could not import", "SyntaxError"]),
-    "space file without the function": (["--space", "spaces.py:missing"], ["has no function 'missing'"]),
+    "space file without the function": (["--space", "spaces.py:missing"], ["has no function or Study 'missing'"]),
     "space file missing": (["--space", "/no/such/file.py:space"], ["not found", "file.py:function"]),
     "space gives invalid epochs": (
         ["--space", "spaces.py:negative_epochs"],
@@ -118,7 +120,10 @@ BAD_RUNS = {
     "dataset without root": (["--space", "stl10_hcl"], ["stl10 needs a data root", "stl10_binary"]),
     "dataset not in root": (["--space", "stl10_hcl", "--data-root", "."], ["stl10 not found under", "stl10_binary"]),
     "no cluster at address": (["--address", "127.0.0.1:1"], ["no Ray cluster answers at --address", "ray start"]),
+    "fraction of several GPUs": (["--gpus-per-trial", "1.5"], ["--gpus-per-trial 1.5", "use an integer"]),
 }
+if not torch.cuda.is_available():  # CI's machine: a GPU asked of a local Ray that has none
+    BAD_RUNS["GPU where there is none"] = (["--gpus-per-trial", "0.25"], ["0 CUDA GPU(s)", "leave it out"])
 
 
 @pytest.mark.parametrize("args, expected", BAD_RUNS.values(), ids=BAD_RUNS.keys())
@@ -345,3 +350,23 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
         f"{SWEEP} spaces | head -c 0", shell=True, capture_output=True, text=True, timeout=120
     )
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_trial_resources_come_from_the_command_line_else_the_study_else_the_cluster():
+    from dataclasses import replace
+
+    from search_spaces import SPACES
+    from sweep.runner import SweepSettings, cpus_per_trial, default_concurrency, gpus_per_trial
+
+    study, s = SPACES["digits"], SweepSettings()
+    packed = replace(study, cpus_per_trial=2, gpus_per_trial=0.25)
+    gpu_box, cpu_box = {"CPU": 16, "GPU": 1}, {"CPU": 2}
+    assert (cpus_per_trial(s, study), gpus_per_trial(s, study, gpu_box), gpus_per_trial(s, study, cpu_box)) == (1, 1, 0)
+    assert (cpus_per_trial(s, packed), gpus_per_trial(s, packed, gpu_box)) == (2, 0.25)
+    out = io.StringIO()
+    assert gpus_per_trial(s, packed, cpu_box, out) == 0 and "trials run on the CPU" in out.getvalue()
+    assert gpus_per_trial(replace(s, address="10.0.0.1:6379"), packed, cpu_box) == 0.25  # an autoscaler may add GPUs
+    cli = replace(s, cpus_per_trial=3, gpus_per_trial=0.5)
+    assert (cpus_per_trial(cli, packed), gpus_per_trial(cli, packed, gpu_box)) == (3, 0.5)
+    assert default_concurrency(gpu_box, 3, 0.25) == 4 and default_concurrency(gpu_box, 2, 0.5) == 2
+    assert default_concurrency(cpu_box, 1, 0) == 2

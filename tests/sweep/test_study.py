@@ -25,6 +25,7 @@ from sweep.study import (
     TrialIndex,
     build_config,
     equal_share,
+    finish_ask,
     make_scheduler,
     trial_seed,
 )
@@ -379,3 +380,37 @@ def test_rebuilt_config_matches_the_asked_one():
     config = _plain(s.suggest("a"))
     rebuilt = build_config(SPACES["digits"].space, optuna.trial.FixedTrial(_frozen(s, 0).params), s.overrides)
     assert rebuilt == config
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_half_asked_trial_is_completed_with_the_parameters_it_had():
+    """A driver killed between two suggestions leaves a RUNNING trial with some parameters and no config; the
+    resume must finish that ask, not fail on the missing parameters (seen with the study in S3)."""
+    space = SPACES["digits"].space
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"strategy": "hard"})
+    trial = study.ask()
+    asked = []
+
+    class Dying:  # the space's trial, but the driver dies at the third suggestion
+        def __getattr__(self, name):
+            def suggest(param, *args, **kwargs):
+                if len(asked) == 2:
+                    raise _Killed
+                asked.append(param)
+                return getattr(trial, name)(param, *args, **kwargs)
+
+            return suggest
+
+    with pytest.raises(_Killed):
+        space(Dying())
+    half = study.trials[0]
+    assert set(half.params) == {"strategy", *asked[1:]} and "config" not in half.user_attrs
+    config = finish_ask(study, half, space, {"epochs": 3}, seed=0)
+    again = study.trials[0]
+    assert {"tau_plus", "beta", "lr", "temperature"} <= set(again.params)
+    assert all(again.params[k] == v for k, v in half.params.items())  # what it had, it keeps
+    assert again.user_attrs["config"] == config and config["strategy"] == "hard" and config["epochs"] == 3
