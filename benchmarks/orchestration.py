@@ -67,7 +67,16 @@ SEED = 0
 SAMPLE_PERIOD_S = 0.5  # CPU time per kind of process (driver, Ray's daemons, workers); light, to disturb little
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_run import TreeSampler, UsageError, check_out, machine, save, versions  # noqa: E402
+from default_run import (  # noqa: E402
+    TreeSampler,
+    UsageError,
+    check_keep,
+    check_out,
+    machine,
+    save,
+    sweep_executable,
+    versions,
+)
 
 # --- the trials ---------------------------------------------------------------------------------------------------
 
@@ -460,12 +469,8 @@ def _main(args: argparse.Namespace) -> int:
                        else RESULTS)
     out = out.expanduser().resolve()
     check_out(out, RESULTS.name)
-    sweep_exe = Path(sys.executable).parent / "sweep"
-    if not sweep_exe.exists():
-        raise UsageError(f"no `sweep` executable beside {sys.executable}; run this with the project's "
-                         ".venv/bin/python (`make setup` creates it)")
-    if args.keep is not None and args.keep.exists() and (not args.keep.is_dir() or any(args.keep.iterdir())):
-        raise UsageError(f"--keep {args.keep} exists and is not an empty directory; choose a new directory")
+    sweep_exe = sweep_executable()
+    check_keep(args.keep)
     load_before = os.getloadavg()
     configs = trial_configs(args.smoke)
     work = Path(tempfile.mkdtemp(prefix="orchestration-"))
