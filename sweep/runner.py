@@ -204,6 +204,12 @@ def plan(s: SweepSettings) -> Plan:
         _check_trial(study, strategy, fixed, overrides, every)
     cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
     check_data(cfg)
+    if getattr(cfg, "precision", "auto") == "bf16" and not s.address:  # a local Ray: its trials see this machine
+        import torch
+
+        from trainables.accel import Accel
+
+        Accel.resolve(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "bf16")  # the fix, in one line
     metric, mode = METRICS[cfg.task]
     study = replace(study, metric=study.metric or metric, mode=study.mode or mode)
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)

@@ -124,6 +124,7 @@ BAD_RUNS = {
 }
 if not torch.cuda.is_available():  # CI's machine: a GPU asked of a local Ray that has none
     BAD_RUNS["GPU where there is none"] = (["--gpus-per-trial", "0.25"], ["0 CUDA GPU(s)", "leave it out"])
+    BAD_RUNS["bf16 where there is no GPU"] = (["--set", "precision=bf16"], ["precision 'bf16' needs a CUDA", "fp32"])
 
 
 @pytest.mark.parametrize("args, expected", BAD_RUNS.values(), ids=BAD_RUNS.keys())
