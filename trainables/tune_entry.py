@@ -4,6 +4,16 @@ It turns :func:`trainables.train.run_trial`'s per-epoch callback into ``tune.rep
 checkpoint back into the state ``run_trial`` resumes from. Each checkpoint holds the trial's state *and its whole
 history so far* (``history.json``), written before the driver hears of the epoch: the newest checkpoint on disk is
 therefore the trial's record of truth, whatever happened to the driver since.
+
+Where a checkpoint is staged before Ray copies it to storage matters. ``tune.get_context().get_trial_dir()`` is not
+the trial's directory in storage: for a function trainable it is Ray's *driver staging* folder of the trial
+(``<ray session>/artifacts/<ts>/<experiment>/driver_artifacts/<trial>``), and the driver's experiment-state save
+copies the whole of ``driver_artifacts`` to the experiment directory in a background thread, with no exclusions.
+A stage there is copied while it is written or just after it is deleted (a ``FileNotFoundError`` traceback from
+``experiment_state.py``), and its copies pile up in the sweep directory. So each trial stages in a folder of its
+own on the worker's local disk, outside every directory Ray syncs: :func:`staging_root`/<pid>/<trial id>/. The
+trial removes it when it ends; what a killed worker leaves there is removed by the next trial that starts on that
+host. Nothing in it is ever read back: a resume reads only the checkpoints Ray copied to storage.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ import json
 import os
 import shutil
 import socket
+import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +39,8 @@ TRIAL_KEY = "sweep_trial"  # the trial's number in the sweep (its Optuna trial n
 SESSION_KEY = "sweep_session"  # which driver session runs it (0 for `sweep run`, then 1, 2, ... per resume)
 RESUME_KEY = "sweep_resume"  # a checkpoint from an earlier session to continue from, or None
 SWEEP_KEYS = (TRIAL_KEY, SESSION_KEY, RESUME_KEY)
+
+STAGING_PREFIX = "sweep-staging"  # <temp folder>/sweep-staging-<uid>/<host>/<pid>/<trial id>/epoch_NNNNN/
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -49,6 +63,14 @@ def trainable(config: dict[str, Any]) -> None:
     if config.get("num_threads") is None:  # use the CPUs Ray reserved for this trial, no more
         cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
         config["num_threads"] = max(1, int(cpus))
+    staging = open_stage(ctx.get_trial_id() or "trial")
+    try:
+        _run(config, sweep, staging)
+    finally:  # also on the SystemExit Ray raises in tune.report to stop a trial
+        close_stage(staging)
+
+
+def _run(config: dict[str, Any], sweep: dict[str, Any], staging: Path) -> None:
     state, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and sweep[RESUME_KEY]:
@@ -57,8 +79,6 @@ def trainable(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             state, history = load_checkpoint(d)
         history = [row for row in history if row["epoch"] <= state["epoch"]]
-    # Stage checkpoints inside the trial directory, not in /tmp, so a killed trial leaves nothing behind elsewhere.
-    staging = Path(ctx.get_trial_dir()) / ".staging"
     where = {
         "trial": sweep[TRIAL_KEY],
         "session": sweep[SESSION_KEY],
@@ -77,10 +97,93 @@ def trainable(config: dict[str, Any]) -> None:
         (stage / HISTORY_FILE).write_text(json.dumps(history))
         # Tune adds its own hostname, pid and timestamp to what it is given: hand it only ours.
         published = {**metrics, "trial": where["trial"], "session": where["session"]}
+        # Ray copies the stage to <trial dir in storage>/checkpoint_NNNNNN (uploads it, for a URI) before this returns.
         tune.report(published, checkpoint=tune.Checkpoint.from_directory(str(stage)))
         shutil.rmtree(stage, ignore_errors=True)
 
     run_trial(config, report, state=state)
+
+
+# --- checkpoint staging on the worker's local disk ----------------------------------------------------------------
+
+
+def staging_root() -> Path:
+    """Where this user's trial workers on this host stage checkpoints: ``<temp>/sweep-staging-<uid>/<host>``.
+
+    Under the worker's temporary folder (``TMPDIR``), never under Ray's session folder or the sweep's storage: no
+    sync of Ray's walks it. The per-user folder is private (0700); one another user made, or a link, is refused.
+    """
+    user = _private_dir(Path(tempfile.gettempdir()) / f"{STAGING_PREFIX}-{_uid()}")
+    host = user / (socket.gethostname().replace(os.sep, "_") or "host")
+    host.mkdir(exist_ok=True)
+    return host
+
+
+def open_stage(trial_id: str) -> Path:
+    """A fresh, empty staging folder for this trial in this worker process, after clearing what dead ones left."""
+    root = staging_root()
+    remove_stale_stages(root)  # this process's own earlier stages too: it runs one trial at a time
+    stage = root / str(os.getpid()) / trial_id
+    stage.mkdir(parents=True)
+    return stage
+
+
+def close_stage(stage: Path) -> None:
+    """Delete a trial's staging folder, and its process's folder once empty."""
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        stage.parent.rmdir()
+    except OSError:
+        pass
+
+
+def remove_stale_stages(root: Path | None = None) -> list[Path]:
+    """Delete the staging folders of worker processes that are gone (a SIGKILL, or a worker Ray ended while its
+    trial sat in ``tune.report``), and this process's own; return what was removed. A live process's are kept."""
+    root = staging_root() if root is None else root
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        try:
+            pid = int(entry.name)
+        except ValueError:
+            continue
+        if pid == os.getpid() or not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, someone else's
+        return True
+    return True
+
+
+def _uid() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid else os.environ.get("USERNAME", "user")
+
+
+def _private_dir(path: Path) -> Path:
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    owner = getattr(os, "getuid", lambda: info.st_uid)()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner:
+        raise RuntimeError(f"checkpoint staging folder {path} is not a folder of this user's; remove it")
+    return path
 
 
 def _node_id() -> str:
