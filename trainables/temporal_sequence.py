@@ -10,13 +10,17 @@ Pipeline, as in ``MVImgNet.create_temporal_sequence`` / ``crop_objects``:
 
 1. :func:`split_clips` cuts every object video into consecutive clips;
 2. :func:`build_sequence` chains a ``chunk_ratio`` share of the clips into one sequence, room by room;
-3. :func:`temporal_positives` draws, for a sequence position k, the partner position k + d.
+3. :func:`temporal_positives` draws, for a sequence position k, the partner a time shift d away (:func:`walk`).
 
 :func:`sequence_from_frames` runs 1 and 2 from per-frame labels. Frames the sequence never visits are not training
-frames any more; ``Sequence.frames`` is the training set. Deviations from the original code, all documented where
-they occur: a walk across a clip boundary moves exactly |d| positions (the original skips one frame per boundary);
-the p = 0 room cap is a hard cap; a run out of eligible rooms stops or stays instead of raising; the sequence holds
-ceil(chunk_ratio x n_clips) clips (the original takes one more).
+frames any more; ``Sequence.frames`` is the training set.
+
+The defaults reproduce the original code (neuroai-arena/ObjectSemanticSimilarity, master e2fed23,
+``utils/datasets.py``): the boundary walk of ``interval_sampling`` (lines 358-399), which skips one frame per clip
+boundary it crosses; the room walk of ``create_temporal_sequence`` (lines 297-341), including its p = 0 room cap
+(``count > limit``, the start clip not counted) that lets a capped room be visited again, and its clip count,
+ceil(chunk_ratio x n_clips) + 1. The only deviation: where the original raises (one room left with clips, or
+chunk_ratio 1) the sequence here stays in the room or stops when every clip is used.
 
 Everything is pure numpy and deterministic in the ``np.random.Generator`` (or seed) passed in.
 """
@@ -30,9 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainables.errors import UserError
+
 __all__ = [
     "Clips",
     "Sequence",
+    "WALKS",
     "build_sequence",
     "clip_crossing_fraction",
     "crossing_stats",
@@ -44,7 +51,13 @@ __all__ = [
     "split_clips",
     "temporal_positives",
     "video_order",
+    "walk",
 ]
+
+WALKS = ("original", "exact")
+"""Boundary walks of :func:`temporal_positives`: ``original`` (default) is the original code's, which skips one
+frame per clip boundary crossed; ``exact`` moves exactly |d| positions, the paper's "frame k + d", kept as the
+control that shows what the skip changes (it lowers the same-room share of cross-object positives at short clips)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,7 @@ class Sequence:
         clip_order: clip ids in sequence order. Shape (m,).
         boundaries: clip ``clip_order[i]`` covers positions ``boundaries[i]:boundaries[i + 1]``. Shape (m + 1,).
         forced: whether the i-th clip was reached by a forced switch (its predecessor's room was exhausted or, at
-            p = 0, capped); separates the voluntary switch rate, which is ``p_change_room``. Shape (m,).
+            p = 0, past its cap); separates the voluntary switch rate, which is ``p_change_room``. Shape (m,).
     """
 
     frames: np.ndarray
@@ -152,7 +165,7 @@ def split_clips(
     if lengths.ndim != 1 or (lengths < 0).any():
         raise ValueError("`object_lengths` must be a 1-D array of non-negative counts")
     if crop_number is not None and crop_number < 0:
-        raise ValueError(f"`crop_number` must be >= 0; got {crop_number}")
+        raise UserError(f"`crop_number` must be >= 0 (0 keeps objects whole); got {crop_number}: set crop_number >= 0")
     n_frames = int(lengths.sum())
     frames = np.arange(n_frames) if frame_order is None else np.asarray(frame_order, dtype=np.int64)
     if frames.shape != (n_frames,):
@@ -188,17 +201,19 @@ def build_sequence(
     rng: np.random.Generator | int | None = None,
 ) -> Sequence:
     """Chain clips into one sequence that stays in a room for ~1 / p_change_room clips, as a person moving
-    through rooms would see objects: ``create_temporal_sequence``.
+    through rooms would see objects: ``create_temporal_sequence`` (original ``utils/datasets.py`` lines 297-341).
 
     The start room is drawn in proportion to the clips each room holds; each step takes the next clip of the current
     room's shuffled list. Before every further clip the room changes with probability ``p_change_room``, to another
-    room drawn in proportion to its remaining clips; the change is forced when the current room has none left.
-    With ``p_change_room`` 0 a room also counts as exhausted once it has given ceil(chunk_ratio x its clips):
-    without that cap a p = 0 sequence would drain rooms one after the other and never visit the last ones. The
-    original caps with an off-by-one (``count > limit``) and lets a capped room be switched to again; here the cap is
-    hard. The sequence ends after ceil(chunk_ratio x all clips) clips (the original takes one more), or earlier if
-    every room is exhausted; when a switch is due but no other room is eligible the sequence stays (the original
-    raises). Unvisited clips are dropped.
+    room with clips left, drawn in proportion to its remaining clips; the change is forced when the current room has
+    none left. With ``p_change_room`` 0 the change is also forced once the current room has given more than
+    chunk_ratio x its clips, its start clip not counted (the original's ``count_per_room > limit``): without that
+    cap a p = 0 sequence would drain rooms one after the other and never visit the last ones. As in the original
+    the cap only forces the switch away: a capped room can be drawn again, gives one clip and is left at once, so
+    p = 0 sequences switch a little more often than once per room. The sequence ends after ceil(chunk_ratio x all
+    clips) + 1 clips, as the original's loop (``while cpt < chunk_ratio_limit * total_length``, after the start
+    clip), or when every clip is used; when a switch is due but no other room has clips the sequence stays (the
+    original raises). Unvisited clips are dropped.
 
     Random numbers are drawn up front (room permutations, then one switch and one room draw per step), so sequences
     built with one seed and different ``p_change_room`` share each room's clip order.
@@ -215,9 +230,9 @@ def build_sequence(
     if room_of.shape != (n,):
         raise ValueError(f"`clip_room` must have shape ({n},); got {room_of.shape}")
     if not 0.0 <= p_change_room <= 1.0:
-        raise ValueError(f"`p_change_room` must lie in [0, 1]; got {p_change_room}")
+        raise UserError(f"`p_change_room` must lie in [0, 1]; got {p_change_room}: set it to a probability")
     if not 0.0 < chunk_ratio <= 1.0:
-        raise ValueError(f"`chunk_ratio` must lie in (0, 1]; got {chunk_ratio}")
+        raise UserError(f"`chunk_ratio` must lie in (0, 1]; got {chunk_ratio}: set it to the share of clips to use")
     if n == 0:
         raise ValueError("no clips")
     rng = _rng(rng)
@@ -225,8 +240,9 @@ def build_sequence(
     n_rooms = len(room_ids)
     lists = [rng.permutation(np.flatnonzero(room_idx == r)) for r in range(n_rooms)]
     size = np.array([len(x) for x in lists], dtype=np.int64)
-    cap = np.ceil(chunk_ratio * size - 1e-9).astype(np.int64) if p_change_room == 0 else size
-    n_target = min(n, max(1, math.ceil(chunk_ratio * n - 1e-9)))
+    limit = chunk_ratio * size  # float, as the original's limit_object_in_room
+    capping = p_change_room == 0.0
+    n_target = min(n, math.ceil(chunk_ratio * n) + 1)  # the start clip, then `while cpt < chunk_ratio * n`
     u_switch, u_room = rng.random(n_target), rng.random(n_target)
     taken = np.zeros(n_rooms, dtype=np.int64)
 
@@ -234,19 +250,20 @@ def build_sequence(
         cum = np.cumsum(np.where(mask, size - taken, 0))
         return int(np.searchsorted(cum, u * cum[-1], side="right"))
 
-    room = draw(taken < cap, u_room[0])
+    room = start = draw(size > 0, u_room[0])
     order, forced = [], []
     for step in range(n_target):
         was_forced = False
         if step:
-            eligible = taken < cap
-            was_forced = not eligible[room]
+            left = taken < size
+            # The original counts a room's clips from the second clip of the sequence on (`count_per_room`).
+            was_forced = not left[room] or (capping and taken[room] - (room == start) > limit[room])
             if was_forced or u_switch[step] < p_change_room:
-                others = eligible.copy()
+                others = left.copy()
                 others[room] = False
                 if others.any():
                     room = draw(others, u_room[step])
-                elif was_forced:  # nothing left anywhere
+                elif not left[room]:  # every clip used
                     break
         order.append(lists[room][taken[room]])
         forced.append(was_forced)
@@ -309,20 +326,55 @@ def sequence_from_frames(
     return build_sequence(clips, clip_room, p_change_room, chunk_ratio, rng)
 
 
+def walk(sequence: Sequence, positions: np.ndarray, d: np.ndarray, how: str = "original") -> np.ndarray:
+    """The position reached from each anchor position by a time shift d (same shape), clamped to the sequence.
+
+    ``original`` is the original's ``interval_sampling`` (``utils/datasets.py`` lines 358-399): a shift that leaves
+    the clip carries its overshoot into the neighbouring clip counted from that clip's *last* frame going backward
+    (``frame_index = frame[prev_obj]``, then ``frame_index + time_shift``, lines 373-379) and from its *first* frame
+    going forward (lines 395-399), so each boundary crossed costs one extra position: the partner is k + d +
+    sign(d) x (boundaries crossed), and a one-frame clip is jumped over. Put otherwise, a forward walk steps over
+    the positions after k that are not a clip's first frame, a backward walk over those before k that are not a
+    clip's last frame; with fewer than |d| of them it stops at position T - 1 or 0, where the original clamps
+    (``next_obj == -2`` / ``prev_obj == -2``). ``exact`` is k + d clamped to 0..T - 1. Both cross a clip for the
+    same (k, d): only where a crossing lands differs.
+    """
+    k, d = np.asarray(positions, dtype=np.int64), np.asarray(d, dtype=np.int64)
+    last = len(sequence) - 1
+    if how == "exact":
+        return np.clip(k + d, 0, last)
+    if how != "original":
+        raise ValueError(f"unknown walk {how!r}; expected one of {', '.join(WALKS)}")
+    edge = np.zeros(len(sequence), dtype=bool)
+    edge[sequence.boundaries[:-1]] = True
+    fwd = np.flatnonzero(~edge)  # positions a forward walk can land on
+    edge[:] = False
+    edge[sequence.boundaries[1:] - 1] = True
+    bwd = np.flatnonzero(~edge)  # and a backward one
+    out = k.copy()
+    ahead = d > 0
+    i = np.searchsorted(fwd, k[ahead], side="right") + d[ahead] - 1
+    out[ahead] = np.where(i < len(fwd), fwd[np.minimum(i, len(fwd) - 1)], last)
+    back = d < 0
+    i = np.searchsorted(bwd, k[back], side="left") + d[back]
+    out[back] = np.where(i >= 0, bwd[np.maximum(i, 0)], 0)
+    return out
+
+
 def temporal_positives(
     sequence: Sequence,
     delta: int,
     rng: np.random.Generator | int | None,
     positions: np.ndarray | None = None,
+    how: str = "original",
 ) -> np.ndarray:
-    """Partner position k + d, d ~ Uniform{-delta..delta}, of each anchor position k: the time-contrast positive.
+    """Partner of each anchor position k after a time shift d ~ Uniform{-delta..delta}: the time-contrast positive.
 
-    d = 0 is allowed (the same frame, seen through another crop). A partner past a clip edge lies in the
-    neighbouring clip, usually another object of the same room: the cross-object positives the method relies on.
-    Partners are **clamped** to the sequence ends (position 0 and T - 1), as the original clamps at its first and
-    last frame, rather than reflected. Walking across a boundary moves exactly |d| positions; the original's walk
-    skips one frame per boundary crossed (the first frame going forward, the last going backward), which changes
-    where a crossing lands but not whether a pair crosses.
+    d = 0 is allowed (the same frame, seen through another crop). A shift past a clip edge lands in a neighbouring
+    clip, usually another object of the same room: the cross-object positives the method relies on. Inside a clip the
+    partner is k + d; across boundaries :func:`walk` ``how`` decides, by default as the original does (one frame
+    skipped per boundary). Partners are **clamped** to the sequence ends, as the original clamps at its first and
+    last frame, rather than reflected.
 
     Args:
         sequence: from :func:`build_sequence`.
@@ -330,17 +382,18 @@ def temporal_positives(
         rng: generator or seed.
         positions: anchor positions; default every position. Sample anchors with ``rng.integers(0, len(sequence),
             n)``. Map positions to frames with ``sequence.frames``.
+        how: one of :data:`WALKS`.
 
     Returns:
         Partner positions, one per anchor. Shape like ``positions``.
     """
     if delta < 0:
-        raise ValueError(f"`delta` must be >= 0; got {delta}")
+        raise UserError(f"`delta` must be >= 0; got {delta}: set delta to a window of 0 or more steps")
     k = np.arange(len(sequence)) if positions is None else np.asarray(positions, dtype=np.int64)
     if k.size and (k.min() < 0 or k.max() >= len(sequence)):
         raise ValueError(f"`positions` must lie in 0..{len(sequence) - 1}")
     d = _rng(rng).integers(-delta, delta + 1, size=k.shape)
-    return np.clip(k + d, 0, len(sequence) - 1)
+    return walk(sequence, k, d, how)
 
 
 def random_room_map(
@@ -406,12 +459,12 @@ def crossing_stats(sequence: Sequence, anchors: np.ndarray, partners: np.ndarray
     }
 
 
-def expected_crossing_stats(sequence: Sequence, delta: int) -> dict[str, float]:
-    """:func:`crossing_stats` in expectation over every position and every d in -delta..delta, clamped as in
-    :func:`temporal_positives`: the exact value that sampled pairs estimate, by enumeration."""
+def expected_crossing_stats(sequence: Sequence, delta: int, how: str = "original") -> dict[str, float]:
+    """:func:`crossing_stats` in expectation over every position and every d in -delta..delta, walked as in
+    :func:`temporal_positives` with ``how``: the exact value that sampled pairs estimate, by enumeration."""
     k = np.arange(len(sequence))
     anchors = np.tile(k, 2 * delta + 1)
-    partners = np.clip(anchors + np.repeat(np.arange(-delta, delta + 1), len(k)), 0, len(k) - 1)
+    partners = walk(sequence, anchors, np.repeat(np.arange(-delta, delta + 1), len(k)), how)
     return crossing_stats(sequence, anchors, partners)
 
 
