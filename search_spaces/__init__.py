@@ -16,6 +16,7 @@ from pathlib import Path
 
 from search_spaces import audio_text_negatives, av_sampling, digits, stl10_hcl, temporal_context
 from search_spaces._study import Study, describe_space
+from trainables.errors import UserError
 
 SPACES: Mapping[str, Study] = {
     s.name: s
@@ -26,33 +27,49 @@ __all__ = ["SPACES", "Study", "describe_space", "load_study"]
 
 
 def load_study(spec: str) -> Study:
-    """A registered study by name, or ``path/to/file.py:NAME`` for a user's own define-by-run function or Study."""
+    """A registered study by name, or ``path/to/file.py:NAME`` for a user's own define-by-run function or Study.
+
+    Every way the spec or the user's file can be wrong (an unknown name, a missing or non-Python file, a file that
+    raises or calls ``sys.exit()`` while it is imported, no such function) raises :class:`UserError` in one line.
+    """
     if spec in SPACES:
         return SPACES[spec]
     if ":" not in spec:
-        raise ValueError(
+        raise UserError(
             f"unknown search space {spec!r}; choose one of: {', '.join(SPACES)} "
             "(or give your own as path/to/file.py:function)"
         )
     path_str, _, func_name = spec.rpartition(":")
     path = Path(path_str).expanduser().resolve()
     if not path.is_file():
-        raise ValueError(
+        raise UserError(
             f"search space file {path_str!r} not found; give an existing path/to/file.py:function"
         )
     # Registered under a stable module name so that pickled references to the function resolve on resume.
     module_name = f"user_space_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:  # not a .py file: importlib has no loader for it
+        raise UserError(f"search space file {path} is not a Python file; give path/to/file.py:function")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as exc:  # a script's `sys.exit()` must not end the CLI as if it had finished
+        sys.modules.pop(module_name, None)
+        raise UserError(
+            f"search space file {path} called sys.exit({exc.code!r}) while being imported; a space file must "
+            "define its function (or Study), not exit"
+        ) from None
     except Exception as exc:  # a user's file: report the error in one line, not a traceback
-        raise ValueError(f"could not import {path}: {type(exc).__name__}: {exc}") from None
+        sys.modules.pop(module_name, None)
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(
+            f"could not import search space file {path}: {type(exc).__name__}: {detail}; fix the file"
+        ) from None
     found = getattr(module, func_name, None)
     name = f"{path.stem}.{func_name}"
     if isinstance(found, Study):  # a whole study: its scheduler, sampler, grid and budget too
         return replace(found, name=name, description=found.description or f"user study {spec}")
     if not callable(found):
-        raise ValueError(f"{path} has no function or Study {func_name!r}; give path/to/file.py:function")
+        raise UserError(f"{path} has no function or Study {func_name!r}; give path/to/file.py:function")
     return Study(name=name, description=f"user space {spec}", space=found)

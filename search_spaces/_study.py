@@ -8,6 +8,8 @@ from typing import Any
 
 import optuna
 
+from trainables.errors import UserError
+
 SpaceFn = Callable[[optuna.Trial], "dict[str, Any] | None"]
 
 
@@ -36,12 +38,16 @@ def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:
     trial = study.ask()
     fixed = space(trial) or {}
     if not isinstance(fixed, dict):
-        raise ValueError(
-            f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}"
+        raise UserError(
+            f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}; fix the "
+            "function's return value"
         )
     dist = trial.distributions.get("strategy")
     if not isinstance(dist, optuna.distributions.CategoricalDistribution):
-        raise ValueError("a search space must suggest `strategy` with trial.suggest_categorical")
+        raise UserError(
+            "a search space must suggest `strategy` with trial.suggest_categorical('strategy', [...]); add it to "
+            "the function"
+        )
     return tuple(dist.choices), dict(fixed)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from trainables.errors import UserError
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
@@ -27,12 +29,12 @@ class Accel:
     def resolve(cls, device: torch.device, precision: str = "auto") -> Accel:
         """``auto``: bf16 and channels-last on a CUDA device that supports bf16 (Ampere and later), else fp32."""
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise UserError(f"`precision` is {precision!r} but must be one of {', '.join(PRECISIONS)}")
         cuda = device.type == "cuda"
         supported = cuda and torch.cuda.is_bf16_supported()
         if precision == "bf16" and not supported:
             where = "this GPU" if cuda else "a CPU"
-            raise ValueError(f"precision 'bf16' needs a CUDA device with bf16 support, not {where}; "
+            raise UserError(f"precision 'bf16' needs a CUDA device with bf16 support, not {where}; "
                              "use precision: auto (bf16 where supported) or fp32")
         return cls(device, bf16=supported and precision != "fp32", channels_last=cuda)
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from trainables.data import DatasetNotFoundError, require_root
+from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "clotho")
 CAPTIONS_PER_CLIP = 5
@@ -209,11 +210,17 @@ def load_audio_text(
     rate = DEFAULT_SAMPLE_RATE[name] if sample_rate is None else int(sample_rate)
     if name == "synthetic":
         if word_vectors is not None:
-            raise ValueError("word_vectors applies to clotho only: the synthetic data has its own word table")
+            raise UserError(_SYNTHETIC_WORD_VECTORS)
         return _load_synthetic(seed, limit, clips or DEFAULT_CLIPS, rate, n_mels, word_dim)
     if clips is not None:
         raise ValueError("clips sizes the synthetic data only; use limit to take fewer Clotho clips")
     return _load_clotho(_require_root(data_root), seed, limit, rate, n_mels, word_dim, word_vectors)
+
+
+_SYNTHETIC_WORD_VECTORS = (
+    "`word_vectors` applies to dataset clotho only (the synthetic data has its own word table); remove word_vectors "
+    "or set dataset: clotho"
+)
 
 
 def check_audio_text_dataset(name: str, data_root: str | None, word_vectors: str | None = None) -> None:
@@ -227,6 +234,8 @@ def check_audio_text_dataset(name: str, data_root: str | None, word_vectors: str
     if name not in DATASETS:
         raise ValueError(f"unknown audio-text dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "synthetic":
+        if word_vectors is not None:
+            raise UserError(_SYNTHETIC_WORD_VECTORS)
         return
     root = _require_root(data_root)
     for _, folder in CLOTHO_SPLITS:
@@ -587,9 +596,11 @@ def _read_clotho_csv(path: str) -> list[tuple[str, list[str]]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        cap_cols = sorted((c for c in fields if c.startswith("caption_")), key=lambda c: int(c.split("_")[-1]))
+        cap_cols = [c for c in fields if re.fullmatch(r"caption_\d+", c)]
+        cap_cols.sort(key=lambda c: int(c.split("_")[-1]))
         if "file_name" not in fields or not cap_cols:
-            raise ValueError(f"{path} must have the columns file_name and caption_1 .. caption_5, got {fields}")
+            raise UserError(f"{path} must have the columns file_name and caption_1 .. caption_5, got {fields}; "
+                            "use Clotho's own captions CSV")
         return [(row["file_name"].strip(), [row[c] or "" for c in cap_cols]) for row in reader]
 
 
@@ -598,7 +609,11 @@ def _read_wav(path: str, rate: int) -> torch.Tensor:
     import soundfile
     import torchaudio
 
-    data, native = soundfile.read(path, dtype="float32", always_2d=True)
+    try:
+        data, native = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, TypeError, ValueError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
+                        "replace it with a readable .wav file") from err
     wave = torch.from_numpy(data.mean(axis=1))
     return torchaudio.functional.resample(wave, int(native), rate) if int(native) != rate else wave
 
@@ -633,7 +648,9 @@ def _load_clotho(
         wanted = {w for toks in tokens.values() for caption in toks for w in caption}
         found = read_word_vectors(word_vectors, wanted)
         if not found:
-            raise ValueError(f"{word_vectors} holds no vector for any caption word: is it a word2vec/GloVe text file?")
+            raise UserError(f"`word_vectors` {word_vectors} holds no vector for any caption word; give a "
+                            "word2vec/GloVe text file (`word v1 v2 ...` per line), or leave word_vectors unset to "
+                            "learn the table")
         vocab = (PAD, UNK, *sorted(found))
         table = np.stack([np.zeros_like(next(iter(found.values())))] * 2 + [found[w] for w in vocab[2:]])
         trainable = False
@@ -689,10 +706,15 @@ def read_word_vectors(path: str, words: set[str]) -> dict[str, np.ndarray]:
                 continue
             if key == parts[0]:
                 exact.add(key)
-            vec = np.asarray(parts[1:], dtype=np.float64)
+            try:
+                vec = np.asarray(parts[1:], dtype=np.float64)
+            except ValueError:
+                raise UserError(f"{path} line {n + 1}: the values after the word are not all numbers; give a "
+                                "word2vec/GloVe text file (`word v1 v2 ...` per line)") from None
             if dim is None:
                 dim = len(vec)
             elif len(vec) != dim:
-                raise ValueError(f"{path} line {n + 1}: {len(vec)} values where earlier lines had {dim}")
+                raise UserError(f"{path} line {n + 1}: {len(vec)} values where earlier lines had {dim}; give a "
+                                "word2vec/GloVe text file with one vector size")
             found[key] = vec
     return found

@@ -34,12 +34,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from trainables.data import DatasetNotFoundError, require_root
+from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "vggsound")
 ROLES: tuple[str, ...] = ("train", "val", "test")
@@ -628,18 +629,21 @@ def _read_labels(root: str, layout: str) -> list[_Row]:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
         if not {"clip", "label", "split"} <= set(fields):
-            raise ValueError(f"{path} must have the columns clip, label, split; got {fields}")
+            raise UserError(f"{path} must have the columns clip, label, split; got {fields}; add a header line "
+                            "`clip,label,split`")
         rows = []
         for n, raw in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
             if row["split"] not in ROLES:
-                raise ValueError(f"{path} line {n}: split {row['split']!r} is not one of {', '.join(ROLES)}")
+                raise UserError(
+                    f"{path} line {n}: split {row['split']!r} is not one of {', '.join(ROLES)}; fix that row"
+                )
             if not row["clip"] or not row["label"]:
-                raise ValueError(f"{path} line {n}: empty clip or label")
+                raise UserError(f"{path} line {n}: empty clip or label; fill it in or drop that row")
             rows.append(_Row(row["clip"], row["label"], row["split"]))
     for role in ROLES:
         if not any(r.split == role for r in rows):
-            raise ValueError(f"{path} lists no {role} clip; every split needs at least one")
+            raise UserError(f"{path} lists no {role} clip; every split (train, val, test) needs at least one row")
     return rows
 
 
@@ -684,7 +688,11 @@ def _read_wav(path: str, rate: int) -> torch.Tensor:
     import soundfile
     import torchaudio
 
-    data, native = soundfile.read(path, dtype="float32", always_2d=True)
+    try:
+        data, native = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, TypeError, ValueError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
+                        "replace it with a readable .wav file") from err
     wave = torch.from_numpy(data.mean(axis=1))
     return torchaudio.functional.resample(wave, int(native), rate) if int(native) != rate else wave
 
@@ -719,7 +727,7 @@ def _read_frames(folder: str, lo: float, hi: float, n_frames: int, size: int) ->
     first, last = min(int(lo * m), m - 1), max(min(int(math.ceil(hi * m)) - 1, m - 1), 0)
     last = max(last, first)
     picks = np.rint(np.linspace(first, last, n_frames) if n_frames > 1 else [(first + last) / 2]).astype(int)
-    images = [read_image(os.path.join(folder, files[i]), mode=ImageReadMode.RGB) for i in picks]
+    images = [_read_image(os.path.join(folder, files[i]), read_image, ImageReadMode.RGB) for i in picks]
     out = []
     for img in images:
         if img.shape[-2:] != (size, size):
@@ -727,6 +735,15 @@ def _read_frames(folder: str, lo: float, hi: float, n_frames: int, size: int) ->
             img = img.round().clamp_(0, 255).to(torch.uint8)
         out.append(img)
     return torch.stack(out)
+
+
+def _read_image(path: str, read_image: Any, mode: Any) -> torch.Tensor:
+    """One frame as uint8 RGB; a file that is not a readable image is the user's to replace, in one line."""
+    try:
+        return read_image(path, mode=mode)
+    except RuntimeError as err:
+        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else 'not an image'}; "
+                        "replace it with a readable .png/.jpg frame") from err
 
 
 def _label_index(rows: Sequence[_Row]) -> tuple[dict[str, int], tuple[str, ...]]:

@@ -3,8 +3,9 @@
 A config arrives as a flat dict (from a search space, a YAML/JSON file, or a resumed checkpoint). Strategy knobs
 (``tau_plus``, ``beta``, ``sp_ratio``, ...) sit at the top level beside the general settings, spelled as in
 :data:`trainables.strategies.KNOBS`. An unknown key, an unknown strategy, a knob that the chosen strategy does not
-have or a value out of range raises ``ValueError`` naming the key: a misspelt knob must fail the trial at once, not
-run a default configuration for hours.
+have or a value out of range (NaN or an infinity included, a fraction for an integer setting, a seed outside
+[0, 2**32 - 1]) raises :class:`~trainables.errors.UserError` naming the key and what it accepts: a misspelt knob must
+fail the trial at once, not run a default configuration for hours.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any, ClassVar
 
 from trainables.accel import PRECISIONS
 from trainables.data import DATASETS
+from trainables.errors import UserError
 from trainables.models import ENCODERS
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
 TASKS = ("image", "audio_text", "audio_visual", "temporal")
+SEED_MAX = 2**32 - 1
+MAX_THREADS = 1024  # torch.set_num_threads takes a C int; far more threads than cores only thrashes
 DEVICES = ("auto", "cpu", "cuda")
 AUDIO_TEXT_DATASETS = ("synthetic", "clotho")
 AUDIO_VISUAL_DATASETS = ("synthetic", "vggsound")
@@ -56,12 +60,13 @@ _COMMON: Mapping[str, Knob] = MappingProxyType(
         "temperature": Knob("setting", "softmax temperature", low=0.0, low_open=True, high=100.0),
         "batch_size": Knob("setting", "items per batch", low=2, integer=True),
         "epochs": Knob("setting", "full budget", low=1, integer=True),
-        "seed": Knob("setting", "seeds data split, init and every epoch", low=0, integer=True),
+        # numpy's legacy seed (np.random.seed, which seed_everything calls) takes 32 bits
+        "seed": Knob("setting", "seeds data split, init and every epoch", low=0, high=SEED_MAX, integer=True),
         "limit": Knob("setting", "items kept per split", low=10, integer=True, optional=True),
         "eval_every": Knob("setting", "epochs between validation scores", low=1, integer=True),
         "evaluate_test": Knob("setting", "score the test split at the last epoch", choices=(False, True)),
         "device": Knob("setting", "where the trial runs", choices=DEVICES),
-        "num_threads": Knob("setting", "torch CPU threads", low=1, integer=True, optional=True),
+        "num_threads": Knob("setting", "torch CPU threads", low=1, high=MAX_THREADS, integer=True, optional=True),
     }
 )
 # The image encoders' compute precision: `auto` is bf16 (with channels-last) on a CUDA device that has it, fp32 on a
@@ -153,13 +158,13 @@ class TaskConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> Any:
-        """Validate a flat config dict; raise ValueError naming the first offending key."""
+        """Validate a flat config dict; raise UserError naming the first offending key."""
         if not isinstance(config, Mapping):
-            raise ValueError(f"a trial config must be a mapping of settings, not {type(config).__name__}")
+            raise UserError(f"a trial config must be a mapping of settings (key: value), not {type(config).__name__}")
         general = {f.name for f in dataclasses.fields(cls)} - {"knobs"}
         unknown = [k for k in config if k not in general and k not in KNOBS]
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"unknown config key `{unknown[0]}` for task {cls.TASK!r}; valid keys are the settings "
                 f"({', '.join(sorted(general))}) and the strategy knobs ({', '.join(KNOBS)})"
             )
@@ -169,7 +174,7 @@ class TaskConfig:
         values = {k: v for k, v in config.items() if k in general}
         for key in cls.PATHS:
             if values.get(key) is not None and not isinstance(values[key], str):
-                raise ValueError(f"`{key}` is {values[key]!r} but must be a path")
+                raise UserError(f"`{key}` is {values[key]!r} but must be a path (a string), or null (not set)")
         checked = {k: cls.SETTINGS[k].check(k, x) if k in cls.SETTINGS else x for k, x in values.items()}
         return cls(**checked, knobs=MappingProxyType(knobs))
 
@@ -336,10 +341,10 @@ TASK_CONFIGS: Mapping[str, type] = MappingProxyType(
 def parse_config(config: Mapping[str, Any]) -> Any:
     """The config of the task that ``config['task']`` names (image when absent), validated."""
     if not isinstance(config, Mapping):
-        raise ValueError(f"a trial config must be a mapping of settings, not {type(config).__name__}")
+        raise UserError(f"a trial config must be a mapping of settings (key: value), not {type(config).__name__}")
     task = config.get("task", "image")
-    if task not in TASK_CONFIGS:
-        raise ValueError(f"`task` is {task!r} but must be one of {', '.join(TASK_CONFIGS)}")
+    if not isinstance(task, str) or task not in TASK_CONFIGS:  # a list or a mapping is not hashable
+        raise UserError(f"`task` is {task!r} but must be one of {', '.join(TASK_CONFIGS)}")
     return TASK_CONFIGS[task].from_dict(config)
 
 
@@ -354,7 +359,8 @@ def _inactive(knobs: Mapping[str, Any]) -> set[str]:
 
 def _check_conditional_knobs(strategy: Strategy, given: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
     for key in _inactive(knobs) & set(given):
-        raise ValueError(
+        raise UserError(
             f"`{key}` applies only with label_source '{_LABEL_SOURCE_OF[key]}' (strategy "
-            f"'{strategy.name}' uses '{knobs['label_source']}')"
+            f"'{strategy.name}' uses '{knobs['label_source']}'); remove it or set label_source: "
+            f"{_LABEL_SOURCE_OF[key]}"
         )

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.errors import UserError
+
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
 
 # HCL (and DCL) normalise every dataset with these CIFAR-10 statistics (image/utils.py); we keep them for the
@@ -83,7 +85,7 @@ class ImageData:
         return int(self.train.x.shape[-1])
 
 
-class DatasetNotFoundError(ValueError):
+class DatasetNotFoundError(UserError):
     """A dataset's files are not where the user said; the message is one line naming the fix."""
 
 
@@ -198,7 +200,14 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
             f"({type(err).__name__}: {str(err).splitlines()[0]}), {_FALLBACK}"
         ) from err
     y = _labels(folder.targets)
-    train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+    too_few = (f"imagefolder under {root} has too few images to split into train, val and test ({len(y)} images in "
+               f"{len(folder.classes)} classes); add images to its class folders")
+    try:
+        train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+    except ValueError as err:  # scikit-learn: a split of so few items would be empty
+        if val_fraction + TEST_FRACTION >= 1.0:  # the caller's val_fraction, not the user's folder
+            raise
+        raise UserError(too_few) from err
     # Split on the labels first and decode only the images that are kept: `limit` then costs what it keeps.
     splits = []
     for idx in (train_idx, val_idx, test_idx):
@@ -209,6 +218,8 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
             else torch.empty((0, 3, size, size), dtype=torch.uint8)
         )
         splits.append(Split(x, y[torch.from_numpy(idx)]))
+    if any(len(split) == 0 for split in splits):
+        raise UserError(too_few)
     train, val, test = splits
     mean, std = _channel_stats(train.x)
     return ImageData("imagefolder", train, train, val, test, len(folder.classes), mean, std)
@@ -385,8 +396,14 @@ def _load_image(path: str, size: int) -> torch.Tensor:
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    with Image.open(path) as img:
-        x = TF.pil_to_tensor(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            x = TF.pil_to_tensor(img.convert("RGB"))
+    except OSError as err:  # PIL's UnidentifiedImageError, a truncated file; a storage fault has an errno
+        if err.errno is not None:
+            raise
+        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else 'not an image'}; "
+                        "replace or remove it (imagefolder reads every image of every class folder)") from err
     x = TF.resize(x, size, antialias=True)
     return TF.center_crop(x, [size, size]).contiguous()
 

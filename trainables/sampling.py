@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from trainables.errors import UserError
+
 __all__ = [
     "POSITIVES",
     "SAMPLERS",
@@ -107,9 +109,12 @@ def one_per_class_batches(labels: np.ndarray, batch_size: int, rng: np.random.Ge
     _check_batch_size(batch_size)
     order, classes, starts, counts = _grouped_by_class(labels, rng)
     if classes.size == 0:
-        raise ValueError("one_per_class needs labelled items, but every label is -1 (unlabelled)")
+        raise UserError("the one_per_class sampler needs labelled items, but every label is -1 (unlabelled); use a "
+                        "labelled dataset or a strategy with the random sampler")
     if classes.size < 2:
-        raise ValueError(f"one_per_class needs at least 2 classes for negatives; only class {classes[0]}")
+        raise UserError(f"the one_per_class sampler needs at least 2 classes for negatives, but the data has only "
+                        f"class {classes[0]}; use a dataset with 2 or more classes, or a strategy with the random "
+                        "sampler")
     n_batches = int(counts.min())
     grid = order[starts[:, None] + np.arange(n_batches)[None, :]]  # (classes, batches)
     return list(grid.T.copy())
@@ -132,7 +137,8 @@ def single_class_batches(
         raise ValueError(f"`class_order` is {class_order!r} but must be one of fixed, shuffled")
     order, classes, starts, counts = _grouped_by_class(labels, rng)
     if classes.size == 0:
-        raise ValueError("single_class needs labelled items, but every label is -1 (unlabelled)")
+        raise UserError("the single_class sampler needs labelled items, but every label is -1 (unlabelled); use a "
+                        "labelled dataset or a strategy with the random sampler")
     batches = []
     for start, count in zip(starts.tolist(), counts.tolist(), strict=True):  # over classes, not items
         for lo in range(start, start + count, batch_size):
@@ -248,7 +254,8 @@ def noisy_labels(
     if not n_wrong.any():
         return out
     if num_classes < 2:
-        raise ValueError(f"noisy labels need num_classes >= 2 to have a wrong class, got {num_classes}")
+        raise UserError(f"label_source 'noisy' needs at least 2 classes to have a wrong class, but the data has "
+                        f"{num_classes}; use label_source: true, or a dataset with 2 or more classes")
     rank = np.arange(order.size) - np.repeat(starts, counts)  # position within the shuffled class
     flipped = order[rank < np.repeat(n_wrong, counts)]
     wrong = rng.integers(0, num_classes - 1, size=flipped.size)
@@ -271,7 +278,8 @@ def pseudo_labels(features: Any, n_clusters: int, seed: int) -> np.ndarray:
         raise ValueError(f"features must be a 2-D array (n, d), got shape {x.shape}")
     n = x.shape[0]
     if isinstance(n_clusters, bool) or int(n_clusters) != n_clusters or not 2 <= n_clusters <= n:
-        raise ValueError(f"`n_clusters` is {n_clusters!r} but must be an integer in [2, n_items={n}]")
+        raise UserError(f"`n_clusters` is {n_clusters!r} but must be an integer in [2, {n}] (the items clustered); "
+                        "lower n_clusters, or raise `limit`")
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     km = KMeans(n_clusters=int(n_clusters), n_init=3, algorithm="lloyd", random_state=int(seed))
     return km.fit_predict(x).astype(np.int64)

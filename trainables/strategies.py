@@ -15,11 +15,16 @@ idea in the image task (two views) and in the audio-text task (a clip and its ca
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from trainables.errors import UserError
+
+INT_MAX = 2**63 - 1  # the largest integer torch and numpy hold (int64)
 
 
 @dataclass(frozen=True)
@@ -37,28 +42,64 @@ class Knob:
     optional: bool = False  # None is allowed and means "not set"
 
     def check(self, name: str, value: Any) -> Any:
-        """Return ``value`` coerced to the knob's type, or raise ValueError naming the knob and the rule."""
+        """Return ``value`` coerced to the knob's type, or raise UserError naming the knob and the allowed values.
+
+        A number must be finite (NaN and infinities are refused whatever the range), an integer knob's value a whole
+        number; bool is not a number here.
+        """
         if value is None and self.optional:
             return None
         if self.choices is not None:
-            if not any(value == c and type(value) is type(c) for c in self.choices):  # 1 is not True
-                raise ValueError(f"`{name}` is {value!r} but must be one of {', '.join(map(str, self.choices))}")
+            # the type first: 1 is not True, and a numpy array's `==` has no truth value
+            if not any(type(value) is type(c) and value == c for c in self.choices):
+                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
-            raise ValueError(f"`{name}` is {value!r} but must be a number")
+            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # an int is always finite
+            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule(finite=True)}")
         if self.integer:
             if int(value) != value:
-                raise ValueError(f"`{name}` is {value!r} but must be an integer")
+                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
             value = int(value)
+            if self.high is None and value > INT_MAX:  # torch and numpy take int64; beyond it is a typo anyway
+                raise UserError(f"`{name}` is {_shown(value)} but must be at most 2**63 - 1 ({self.rule()})")
         else:
-            value = float(value)
-        if value != value:  # NaN
-            raise ValueError(f"`{name}` is NaN but must be a number")
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond float's range
+                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}") from None
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise ValueError(f"`{name}` is {value} but must be {'>' if self.low_open else '>='} {self.low}")
+            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            raise ValueError(f"`{name}` is {value} but must be {'<' if self.high_open else '<='} {self.high}")
+            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
         return value
+
+    def rule(self, finite: bool = False) -> str:
+        """What the knob accepts, as the end of "must be ...": ``an integer >= 2``, ``a number > 0 and <= 10``."""
+        if self.choices is not None:
+            rule = f"one of {', '.join(str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)}"
+        else:
+            bounds = []
+            if self.low is not None:
+                bounds.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
+            if self.high is not None:
+                bounds.append(f"{'<' if self.high_open else '<='} {_number(self.high)}")
+            article = "a finite " if finite else "an " if self.integer else "a "
+            kind = article + ("integer" if self.integer else "number")
+            rule = kind + (" " + " and ".join(bounds) if bounds else "")
+        return rule + (", or null (not set)" if self.optional else "")
+
+
+def _shown(value: Any) -> str:
+    """A value as the message shows it: its repr, cut short (an integer of 400 digits is not read, only seen)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
+def _number(x: float) -> str:
+    """A bound as a user writes it: 2, 0.5, 4294967295 (not 2.0 or 4.29e+09)."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 # Every knob of every part, with its one spelling. Ranges are what the formulas allow, not what is sensible.
@@ -186,11 +227,11 @@ class Strategy:
         return tuple(dict.fromkeys(WEIGHTING_KNOBS[self.weighting] + FAMILY_KNOBS[self.family]))
 
     def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults merged with ``overrides``, each value checked; an unknown knob raises ValueError."""
+        """Defaults merged with ``overrides``, each value checked; an unknown knob raises UserError."""
         for key in overrides:
             if key not in self.knobs:
                 allowed = ", ".join(self.knobs) or "none"
-                raise ValueError(f"`{key}` is not a knob of strategy '{self.name}' (its knobs: {allowed})")
+                raise UserError(f"`{key}` is not a knob of strategy '{self.name}' (its knobs: {allowed})")
         merged = {**self.defaults, **overrides}
         return {key: KNOBS[key].check(key, merged[key]) for key in self.knobs}
 
@@ -388,9 +429,9 @@ TASK_STRATEGIES: Mapping[str, Mapping[str, Strategy]] = MappingProxyType(
 
 
 def get_strategy(name: str, task: str = "image") -> Strategy:
-    """The strategy registered for ``task``, or ValueError listing the valid names."""
+    """The strategy registered for ``task``, or UserError listing the valid names."""
     registry = TASK_STRATEGIES.get(task, {})
     try:
         return registry[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown strategy {name!r} for task {task!r}; choose one of: {', '.join(registry)}") from None
+        raise UserError(f"unknown strategy {name!r} for task {task!r}; choose one of: {', '.join(registry)}") from None

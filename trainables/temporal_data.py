@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from trainables.data import DatasetNotFoundError, require_root
+from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "mvimgnet")
 ROLES: tuple[str, ...] = ("train", "val", "test")
@@ -208,13 +209,19 @@ def load_temporal(
         raise ValueError(f"image_size must be >= 8, got {size}")
     if name == "synthetic":
         if context_json is not None:
-            raise ValueError("context_json is for mvimgnet; give a synthetic room map as room_map='path.json'")
+            raise UserError(_SYNTHETIC_CONTEXT_JSON)
         return _load_synthetic(
             seed, limit, room_map, n_categories, n_rooms, objects_per_category, frames_per_object, size
         )
     if _is_path(room_map):
         raise ValueError("for mvimgnet pass the room JSON as context_json; room_map is 'balanced' or 'random[:K]'")
     return _load_mvimgnet(_require_root(data_root), context_json, seed, limit, room_map, size)
+
+
+_SYNTHETIC_CONTEXT_JSON = (
+    "`context_json` applies to dataset mvimgnet only (the synthetic world has its own rooms); remove context_json "
+    "or set dataset: mvimgnet"
+)
 
 
 def check_temporal_dataset(name: str, data_root: str | None, context_json: str | None = None) -> None:
@@ -240,6 +247,8 @@ def check_temporal_dataset(name: str, data_root: str | None, context_json: str |
     if name not in DATASETS:
         raise ValueError(f"unknown temporal dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "synthetic":
+        if context_json is not None:
+            raise UserError(_SYNTHETIC_CONTEXT_JSON)
         return
     root = _require_root(data_root)
     rows = _read_index(root)
@@ -288,20 +297,22 @@ def _read_context_json(path: str) -> dict[str, str]:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a readable JSON ({err}); expected {_JSON_FORMAT}") from err
+        raise UserError(f"{path} is not a readable JSON ({str(err).splitlines()[0]}); expected {_JSON_FORMAT}") from err
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path} must hold a non-empty object: {_JSON_FORMAT}")
+        raise UserError(f"{path} must hold a non-empty object: {_JSON_FORMAT}")
     out: dict[str, str] = {}
     if all(isinstance(v, list) for v in raw.values()):
         for room, categories in raw.items():
             for c in categories:
                 if str(c) in out and out[str(c)] != str(room):
-                    raise ValueError(f"{path}: category {c} is in two rooms, {out[str(c)]!r} and {room!r}")
+                    raise UserError(
+                        f"{path}: category {c} is in two rooms, {out[str(c)]!r} and {room!r}; keep it in one"
+                    )
                 out[str(c)] = str(room)
     elif all(isinstance(v, (str, int)) for v in raw.values()):
         out = {str(c): str(room) for c, room in raw.items()}
     else:
-        raise ValueError(f"{path} mixes forms; expected {_JSON_FORMAT}")
+        raise UserError(f"{path} mixes forms; expected {_JSON_FORMAT}")
     return out
 
 
@@ -312,13 +323,13 @@ def _synthetic_room_map(path: str, category_names: Sequence[str], room_names: Se
     for c, cname in enumerate(category_names):
         room = assignment.get(cname, assignment.get(str(c)))
         if room is None or room.lower() == UNCERTAIN:
-            raise ValueError(f"{path} does not put synthetic category {cname!r} (index {c}) in a room")
+            raise UserError(f"{path} does not put synthetic category {cname!r} (index {c}) in a room; add it to one")
         if room in room_names:
             out.append(room_names.index(room))
         elif room.isdigit() and int(room) < len(room_names):
             out.append(int(room))
         else:
-            raise ValueError(f"{path}: room {room!r} is not one of {', '.join(room_names)} (or an index)")
+            raise UserError(f"{path}: room {room!r} is not one of {', '.join(room_names)} (or an index)")
     return tuple(out)
 
 
@@ -577,7 +588,8 @@ def _read_index(root: str) -> _Rows:
     if all(os.path.isfile(p) for p in paper):
         parts = [_read_parquet(p, s) for s, p in enumerate(paper)]
         if any(p.path is None for p in parts):
-            raise ValueError(f"the paper's split files under {root} must have a path column")
+            raise UserError(f"the paper's split files under {root} must have a path column; regenerate them with "
+                            "scripts/construct_mvi.py, or write an index.parquet")
         return _Rows(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in ("category", "object", "frame", "role", "path")),
             source=", ".join(paper),
@@ -596,14 +608,15 @@ def _read_parquet(path: str, role: int | None) -> _Rows:
     try:
         names = set(pq.read_schema(path).names)
     except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"{path} is not a readable parquet file ({err})") from err
+        raise UserError(f"{path} is not a readable parquet file ({str(err).splitlines()[0]}); rewrite it with "
+                        "pandas.DataFrame.to_parquet or pyarrow") from err
     missing = [c for c in ("category", "object", "frame") if c not in names]
     if missing:
-        raise ValueError(f"{path} must have the columns category, object, frame; missing {', '.join(missing)}")
+        raise UserError(f"{path} must have the columns category, object, frame; missing {', '.join(missing)}")
     wanted = ["category", "object", "frame"] + [c for c in ("partition", "path") if c in names]
     table = pq.read_table(path, columns=wanted)
     if any(table.column(c).null_count for c in wanted):
-        raise ValueError(
+        raise UserError(
             f"{path} has empty (null) cells in {', '.join(c for c in wanted if table.column(c).null_count)}"
         )
 
@@ -616,14 +629,14 @@ def _read_parquet(path: str, role: int | None) -> _Rows:
     elif pa.types.is_string(frame_col.type) or pa.types.is_large_string(frame_col.type):
         frame = strings("frame")
     else:
-        raise ValueError(f"{path}: frame must be integers (positions) or strings (file names), got {frame_col.type}")
+        raise UserError(f"{path}: frame must be integers (positions) or strings (file names), got {frame_col.type}")
     if role is not None:
         roles = np.full(len(table), role, dtype=np.int64)
     elif "partition" in names:
         part = strings("partition")
         bad = sorted(set(part.tolist()) - set(ROLES))
         if bad:
-            raise ValueError(f"{path}: partition {bad[0]!r} is not one of {', '.join(ROLES)}")
+            raise UserError(f"{path}: partition {bad[0]!r} is not one of {', '.join(ROLES)}")
         roles = np.array([ROLES.index(p) for p in part], dtype=np.int64)
     else:
         roles = None
@@ -652,11 +665,12 @@ def _keep_assigned(rows: _Rows, assignment: dict[str, str], json_path: str) -> _
     """Drop the frames of categories the JSON puts in "Uncertain" or leaves out, as the paper does."""
     keep = np.array([assignment.get(c, UNCERTAIN).lower() != UNCERTAIN for c in rows.category], dtype=bool)
     if not keep.any():
-        raise ValueError(f"no category of {rows.source} is assigned to a room (other than Uncertain) by {json_path}")
+        raise UserError(f"no category of {rows.source} is assigned to a room (other than Uncertain) by {json_path}; "
+                        "check that the JSON names the index's categories as they are spelt there")
     rows = _Rows(*(None if a is None else a[keep] for a in rows[:5]), source=rows.source)
     for s, role in enumerate(ROLES):
         if not (rows.role == s).any():
-            raise ValueError(f"{rows.source} lists no {role} frame of an assigned category; every split needs one")
+            raise UserError(f"{rows.source} lists no {role} frame of an assigned category; every split needs one")
     return rows
 
 
@@ -684,11 +698,11 @@ def _image_paths(root: str, rows: _Rows, check_only: bool = False) -> dict[tuple
     out: dict[tuple[str, str], list[str]] = {}
     for key, idx in order.items():
         if len({int(rows.role[i]) for i in idx}) > 1:
-            raise ValueError(f"{rows.source}: object {key[1]} of category {key[0]} is in more than one partition")
+            raise UserError(f"{rows.source}: object {key[1]} of category {key[0]} is in more than one partition")
         idx = sorted(idx, key=lambda i: rows.frame[i])
         frames = [rows.frame[i] for i in idx]
         if len(set(frames)) != len(frames):
-            raise ValueError(f"{rows.source}: object {key[1]} of category {key[0]} lists a frame twice")
+            raise UserError(f"{rows.source}: object {key[1]} of category {key[0]} lists a frame twice")
         if rows.path is not None:
             paths = [os.path.join(root, str(rows.path[i])) for i in idx]
             for p in paths[:1] if check_only else paths:
@@ -729,7 +743,8 @@ def _read_frame(path: str, size: int) -> torch.Tensor:
     try:
         img = decode_image(path, mode=ImageReadMode.RGB)
     except RuntimeError as err:
-        raise ValueError(f"cannot decode {path}: {str(err).splitlines()[0]}") from err
+        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else 'not an image'}; "
+                        "replace it with a readable .jpg/.png image") from err
     img = TF.resize(img, size, antialias=True)
     return TF.center_crop(img, [size, size]).contiguous()
 

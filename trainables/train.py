@@ -27,6 +27,7 @@ from trainables.accel import Accel
 from trainables.augment import make_augment, make_eval_transform
 from trainables.config import TaskConfig, TrialConfig, parse_config
 from trainables.data import ImageData, check_dataset, load_image_data
+from trainables.errors import UserError
 from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
 from trainables.files import write_atomic
 from trainables.losses import two_view_loss
@@ -83,7 +84,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("`device` is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+        raise UserError("`device` is 'cuda' but no CUDA device is visible; use device: auto or cpu")
     return torch.device(name)
 
 
@@ -348,14 +349,13 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
+    state = _read_checkpoint(ckpt) if ckpt.exists() else None
     if state is not None:
         if state["config"] != cfg.to_dict():
-            raise ValueError(f"{out} holds a checkpoint of a different config; use a new --out directory")
+            raise UserError(f"{out} holds a checkpoint of a different config; use a new --out directory")
         log(f"resuming from {ckpt} (epoch {state['epoch']})")
     history_path = out / "metrics.jsonl"
-    history = history_path.read_text().splitlines() if history_path.exists() else []
-    history = [line for line in history if json.loads(line)["epoch"] <= (state["epoch"] if state else 0)]
+    history = _read_history(history_path, state["epoch"] if state else 0) if history_path.exists() else []
     writer = SummaryWriter(str(out))
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
@@ -372,6 +372,38 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
         return run_trial(cfg, report, state=state)
     finally:
         writer.close()
+
+
+def _read_checkpoint(path: Any) -> dict[str, Any]:
+    """The state `sweep train` saved in ``--out``; a file that is not one is the user's to remove, in one line."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as err:
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+        raise UserError(f"{path} is not a readable checkpoint ({detail}); remove it to start afresh, or use a new "
+                        "--out directory") from err
+    if not isinstance(state, dict) or not {"config", "epoch", "model", "optimizer", "rng"} <= set(state):
+        raise UserError(f"{path} is not a checkpoint of `sweep train`; remove it to start afresh, or use a new --out "
+                        "directory")
+    return state
+
+
+def _read_history(path: Any, upto: int) -> list[str]:
+    """The lines of ``metrics.jsonl`` up to epoch ``upto`` (those after it are redone on resume)."""
+    import json
+
+    kept = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            epoch = json.loads(line)["epoch"]
+        except (ValueError, TypeError, KeyError):
+            raise UserError(f"{path} line {n} is not a metrics record of `sweep train`; remove the file (the "
+                            "checkpoint keeps the trial), or use a new --out directory") from None
+        if isinstance(epoch, (int, float)) and epoch <= upto:
+            kept.append(line)
+    return kept
 
 
 # The scores `sweep train` prints per epoch, per task (every metric is in metrics.jsonl and TensorBoard).

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import optuna
@@ -10,6 +11,7 @@ from ray.tune.search import Searcher
 from search_spaces import SPACES, describe_space, load_study
 from sweep.study import SweepSearcher, build_config
 from trainables.config import METRICS, TrialConfig, parse_config
+from trainables.errors import UserError
 from trainables.strategies import STRATEGIES
 from trainables.tune_entry import SWEEP_KEYS
 
@@ -160,7 +162,7 @@ def test_user_space_from_a_file(tmp_path):
 def test_bad_space_names_raise_one_clear_error(spec, tmp_path):
     f = tmp_path / "mine.py"
     f.write_text("def space(trial):\n    return None\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         load_study(spec.format(file=f))
 
 
@@ -185,3 +187,42 @@ def test_a_users_file_may_give_a_whole_study_with_its_sampler_and_scheduler(tmp_
     )
     lrs = [c["lr"] for c in _suggest(random_search, 20)]
     assert isinstance(random_search.study.sampler, optuna.samplers.RandomSampler) and len(set(lrs)) == 20
+
+
+def test_an_unknown_space_is_a_user_error():
+    with pytest.raises(UserError, match="unknown search space 'nope'; choose one of: digits"):
+        load_study("nope")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("import sys\nsys.exit(3)\n", r"called sys.exit\(3\) while being imported"),
+        ("raise SystemExit\n", r"called sys.exit\(None\) while being imported"),
+        ("raise RuntimeError('boom')\n", "could not import search space file .*mine.py: RuntimeError: boom"),
+        ("def space(trial)\n", "could not import search space file .*mine.py: SyntaxError"),
+        ("x = 1\n", "has no function or Study 'space'"),
+    ],
+)
+def test_a_users_file_that_exits_or_fails_is_a_user_error_naming_it(tmp_path, body, message):
+    (tmp_path / "mine.py").write_text(body)
+    with pytest.raises(UserError, match=message) as info:
+        load_study(f"{tmp_path / 'mine.py'}:space")
+    assert "\n" not in str(info.value)
+    if "has no function" not in message:
+        assert "user_space_mine" not in sys.modules  # a half-imported file is not left behind
+
+
+def test_missing_and_non_python_space_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_study(f"{tmp_path / 'absent.py'}:space")
+    (tmp_path / "space.txt").write_text("def space(trial):\n    return None\n")
+    with pytest.raises(UserError, match="is not a Python file"):
+        load_study(f"{tmp_path / 'space.txt'}:space")
+
+
+def test_a_space_function_that_returns_the_wrong_thing_is_a_user_error():
+    with pytest.raises(UserError, match="must return a dict of fixed settings or None, not list"):
+        describe_space(lambda trial: [trial.suggest_categorical("strategy", ["infonce"])])
+    with pytest.raises(UserError, match="must suggest `strategy`"):
+        describe_space(lambda trial: {"epochs": 2})

@@ -239,3 +239,38 @@ def test_stl10_pretrain_is_train_plus_unlabelled_without_val(tmp_path, monkeypat
     assert set(_keys(data.train)) <= pretrain_keys and not val_keys & pretrain_keys
     small = load_image_data("stl10", str(tmp_path), val_fraction=0.25, image_size=32)
     assert small.pretrain.x.shape[1:] == small.test.x.shape[1:] == (3, 32, 32)
+
+
+def test_data_that_is_not_where_or_what_the_user_said_is_a_user_error(tmp_path):
+    from trainables.errors import UserError
+
+    assert issubclass(DatasetNotFoundError, UserError)
+    from PIL import Image
+
+    few, many = tmp_path / "few", tmp_path / "many"
+    for root, n in ((few, 1), (many, 6)):
+        for c in ("a", "b"):
+            (root / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / c / f"{i}.png")
+    with pytest.raises(UserError, match="has too few images to split"):
+        load_image_data("imagefolder", str(few))
+    (many / "a" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"cannot decode .*0\.png"):
+        load_image_data("imagefolder", str(many))
+
+
+def test_unreadable_dataset_files_are_user_errors(tmp_path):
+    from trainables.audio_text_data import read_word_vectors
+    from trainables.audio_visual_data import _read_labels, _read_wav
+    from trainables.errors import UserError
+
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with pytest.raises(UserError, match=r"cannot decode .*bad\.wav"):
+        _read_wav(str(tmp_path / "bad.wav"), 16000)
+    (tmp_path / "wv.txt").write_text("cat 1 2\ndog a b\n")
+    with pytest.raises(UserError, match="line 2: the values after the word are not all numbers"):
+        read_word_vectors(str(tmp_path / "wv.txt"), {"cat", "dog"})
+    (tmp_path / "labels.csv").write_text("clip,label,split\nx,dog,training\n")
+    with pytest.raises(UserError, match="line 2: split 'training' is not one of"):
+        _read_labels(str(tmp_path), "labels.csv")

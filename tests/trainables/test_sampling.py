@@ -436,3 +436,22 @@ def test_samplers_reshuffle_with_another_seed(name):
     a = np.concatenate(fn(DETERMINISM_LABELS, 4, np.random.default_rng(0)))
     b = np.concatenate(fn(DETERMINISM_LABELS, 4, np.random.default_rng(1)))
     assert not np.array_equal(a, b)
+
+
+def test_data_that_a_sampler_or_label_source_cannot_use_is_a_user_error():
+    from trainables.errors import UserError
+    from trainables.sampling import noisy_labels, one_per_class_batches, pseudo_labels, single_class_batches
+
+    rng = np.random.default_rng(0)
+    one_class = np.zeros(8, dtype=np.int64)
+    with pytest.raises(UserError, match="one_per_class sampler needs at least 2 classes"):
+        one_per_class_batches(one_class, 4, rng)
+    with pytest.raises(UserError, match="single_class sampler needs labelled items"):
+        single_class_batches(np.full(8, -1), 4, rng)
+    with pytest.raises(UserError, match="label_source 'noisy' needs at least 2 classes"):
+        noisy_labels(one_class, 0.5, rng, num_classes=1)
+    with pytest.raises(UserError, match=r"`n_clusters` is 20 but must be an integer in \[2, 8\]"):
+        pseudo_labels(rng.standard_normal((8, 3)), 20, seed=0)
+    with pytest.raises(ValueError) as info:  # a caller's bug (a 2-D label array) stays a plain ValueError
+        one_per_class_batches(np.zeros((2, 2), dtype=np.int64), 4, rng)
+    assert not isinstance(info.value, UserError)
