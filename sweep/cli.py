@@ -1,22 +1,27 @@
-"""The `sweep` command: one small class per subcommand, registered in COMMANDS (Optuna's CLI pattern).
+"""Sweeps over positive/negative sampling strategies for contrastive self-supervised learning.
 
-Bad input is answered with one line naming the problem and the fix, and exit status 2; never a traceback.
+One small class per subcommand, registered in COMMANDS (Optuna's CLI pattern). Bad input is answered with one line
+naming the problem and the fix, and exit status 2; a storage failure likewise; a bug with one line saying where its
+traceback went (:mod:`sweep.errors`). Never a traceback on the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trainables.errors import UserError
 
-class UsageError(ValueError):
-    pass
+# The largest value of a count or a seed that anything downstream takes (numpy's seeds are 32-bit).
+MAX_COUNT = 10**6
+MAX_SEED = 2**32 - 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +29,35 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _number(kind: type, low: float, high: float | None = None, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite number of ``kind`` in [low, high] (or above ``low``), else argparse's own
+    one-line error naming the option."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+        too_low = value <= low if above else value < low
+        if too_low or (high is not None and value > high):
+            bound = f"above {low}" if above else f">= {low}"
+            upto = f" and <= {high}" if high is not None else ""
+            raise argparse.ArgumentTypeError(f"{text} must be {bound}{upto}")
+        return value
+
+    parse.__name__ = "integer" if kind is int else "number"  # what argparse calls it in its messages
+    return parse
+
+
+_COUNT = _number(int, 1, MAX_COUNT)
+_SEED = _number(int, 0, MAX_SEED)
+_CPUS = _number(float, 0, 1024, above=True)
+_GPUS = _number(float, 0, 1024)
+_RETRIES = _number(int, 0, 1000)
 
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -51,9 +85,9 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(text[:-1] if unit else text) * (unit or 1)
     except ValueError:
-        raise UsageError(f"--time-budget {text!r} is not a duration; write e.g. 3600, 90m, 2h") from None
-    if not seconds > 0:
-        raise UsageError(f"--time-budget {text!r} must be positive")
+        raise UserError(f"--time-budget {text!r} is not a duration; write e.g. 3600, 90m, 2h") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--time-budget {text!r} must be a positive, finite duration; write e.g. 3600, 90m, 2h")
     return seconds
 
 
@@ -65,13 +99,18 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} must look like key=value, e.g. --set batch_size=64")
+            raise UserError(f"--set {item!r} must look like key=value, e.g. --set batch_size=64")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise UsageError(f"--set {item!r}: {value!r} is not a value") from None
+            raise UserError(f"--set {item!r}: {value!r} is not a value") from None
         if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):  # YAML 1.1 reads 1e-3 as text
             parsed = float(parsed)
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise UserError(f"--set {item!r}: the value must be a finite number")
+        if not (parsed is None or isinstance(parsed, (str, int, float, bool))):
+            raise UserError(f"--set {item!r}: the value must be one number, word or true/false, not a "
+                            f"{type(parsed).__name__}")
         out[key.strip()] = parsed
     return out
 
@@ -84,18 +123,18 @@ class Run:
         p.add_argument("--space", default="digits", help="registered study (see `sweep spaces`) or file.py:function")
         p.add_argument("--name", help="sweep name (default: <space>-<timestamp>)")
         p.add_argument("--storage", default="./sweeps", help="results directory (default ./sweeps)")
-        p.add_argument("--num-samples", type=int, help="number of trials (default: the study's)")
-        p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
-        p.add_argument("--epochs", type=int, help="full budget per trial, in epochs (default: the study's)")
+        p.add_argument("--num-samples", type=_COUNT, help="number of trials (default: the study's)")
+        p.add_argument("--max-concurrent", type=_COUNT, help="trials at once (default: as many as resources allow)")
+        p.add_argument("--epochs", type=_COUNT, help="full budget per trial, in epochs (default: the study's)")
         p.add_argument("--strategies", help="comma-separated subset of the space's strategies (default: all)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="fix a trial setting or parameter for every trial, e.g. --set batch_size=64 (repeatable)")
-        p.add_argument("--cpus-per-trial", type=float,
+        p.add_argument("--cpus-per-trial", type=_CPUS,
                        help="CPUs (torch threads) per trial (default: the study's, else 1)")
-        p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; a fraction packs trials on one GPU, "
+        p.add_argument("--gpus-per-trial", type=_GPUS, help="GPUs per trial; a fraction packs trials on one GPU, "
                        "e.g. 0.25 runs four per GPU (default: the study's, else 1 where there are GPUs, else 0)")
-        p.add_argument("--seed", type=int, default=0, help="seeds the search and every trial")
-        p.add_argument("--max-failures", type=int, default=2,
+        p.add_argument("--seed", type=_SEED, default=0, help=f"seeds the search and every trial (0 to {MAX_SEED})")
+        p.add_argument("--max-failures", type=_RETRIES, default=2,
                        help="retries of a trial whose worker raises or dies, from its last checkpoint (default 2)")
         p.add_argument("--time-budget", help="stop the sweep after this long, all sessions together (3600, 90m, 2h)")
         p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -110,14 +149,12 @@ class Run:
 
         address = args.address or os.environ.get("RAY_ADDRESS")
         _local_ray_binds_loopback(address)
-        for flag in ("num_samples", "max_concurrent", "epochs"):
-            value = getattr(args, flag)
-            if value is not None and value < 1:
-                raise UsageError(f"--{flag.replace('_', '-')} is {value} but must be >= 1")
-        for flag in ("cpus_per_trial", "gpus_per_trial", "max_failures", "seed"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 0:
-                raise UsageError(f"--{flag.replace('_', '-')} is {getattr(args, flag)} but must be >= 0")
-        strategies = [x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None
+        strategies = None
+        if args.strategies is not None:  # given, even if empty (an unset shell variable): never "all" by accident
+            strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+            if not strategies:
+                raise UserError("--strategies is empty; name at least one strategy (see `sweep spaces`), "
+                                "or leave the option out to sweep them all")
         from sweep.runner import SweepSettings, run
 
         settings = SweepSettings(
@@ -135,7 +172,7 @@ class Run:
             smoke_test=args.smoke_test,
             dashboard=args.dashboard,
             max_failures=args.max_failures,
-            time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
+            time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None,
             strategies=strategies,
             overrides=parse_sets(args.set),
         )
@@ -155,14 +192,12 @@ class Resume:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_sweep_arguments(p)
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
-        p.add_argument("--max-concurrent", type=int, help="trials at once (default: the sweep's own)")
+        p.add_argument("--max-concurrent", type=_COUNT, help="trials at once (default: the sweep's own)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import os
 
-        if args.max_concurrent is not None and args.max_concurrent < 1:
-            raise UsageError(f"--max-concurrent is {args.max_concurrent} but must be >= 1")
         address = args.address or os.environ.get("RAY_ADDRESS")
         _local_ray_binds_loopback(address)
         from sweep.runner import resume
@@ -205,10 +240,10 @@ class Confirm:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_sweep_arguments(p)
-        p.add_argument("--top-k", type=int, help="finalists per strategy (default 1)")
-        p.add_argument("--seeds", type=int, help="seeds per finalist, the same for every strategy (default 3)")
+        p.add_argument("--top-k", type=_COUNT, help="finalists per strategy (default 1)")
+        p.add_argument("--seeds", type=_COUNT, help="seeds per finalist, the same for every strategy (default 3)")
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
-        p.add_argument("--max-concurrent", type=int, help="runs at once (default: the sweep's own)")
+        p.add_argument("--max-concurrent", type=_COUNT, help="runs at once (default: the sweep's own)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -238,9 +273,13 @@ class Train:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from sweep.storage import check_writable
         from trainables.train import train
 
-        train(load_config_file(args.config), out_dir=args.out)
+        config = load_config_file(args.config)
+        if args.out is not None:
+            check_writable(args.out, "--out")
+        train(config, out_dir=args.out)
         return 0
 
 
@@ -275,7 +314,7 @@ COMMANDS: dict[str, Any] = {
 def load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file {path!r} not found")
+        raise UserError(f"config file {path!r} not found; give the path of a YAML or JSON file")
     text = p.read_text()
     try:
         if p.suffix == ".json":
@@ -285,9 +324,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise UsageError(f"could not parse {path}: {exc}".splitlines()[0]) from None
+        raise UserError(f"could not parse {path}: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a mapping of settings (key: value), not {type(data).__name__}")
+        raise UserError(f"{path} must hold a mapping of settings (key: value), not {type(data).__name__}")
     return data
 
 
@@ -300,21 +339,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     import optuna
 
+    from sweep import errors
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line per describe/ask
+    prog = f"sweep {args.command}"
     try:
         return COMMANDS[args.command].run(args)
-    except ValueError as exc:  # UsageError, config validation, missing datasets: the user's to fix
-        print(f"sweep {args.command}: error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sweep {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `sweep status X | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
+    except Exception as exc:
+        problem = errors.storage_problem(exc)
+        if problem is not None:
+            storage = getattr(args, "storage", None)
+            if storage and storage not in problem and not getattr(exc, "filename", None):  # e.g. an S3 endpoint
+                problem = f"storage {storage}: {problem}"
+            then = errors.resume_command()
+            place = "--out" if getattr(args, "out", None) else "--storage" if hasattr(args, "storage") else "path"
+            fix = f"; fix the storage, then continue with `{then}`" if then else f"; fix it, or choose another {place}"
+            print(f"{prog}: error: {_one_line(problem)}{fix}", file=sys.stderr)
+            return 2
+        log = errors.write_bug(exc, argv)
+        print(f"{prog}: internal error ({type(exc).__name__}: {_one_line(exc)[:200]}); this is a bug, not your "
+              f"input: the traceback is in {log}", file=sys.stderr)
+        return 1
+
+
+def _one_line(what: object) -> str:
+    text = str(what).strip()
+    return " ".join(text.split()) if text else type(what).__name__
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sweep import ledger, ranking
-from sweep.storage import join, read_text, storage_hint, write_atomic
+from sweep.storage import command, join, read_text, write_atomic
+from trainables.errors import UserError
 
 CONFIRM_DIR = "confirm"
 PLAN_FILE = "confirm.json"
@@ -62,8 +63,9 @@ def choose_finalists(
 
 
 def confirm_seeds(sweep_seed: int, n: int) -> list[int]:
-    """Fresh seeds, never the sweep's own (its split is the one the finalists were selected on)."""
-    return [sweep_seed + 1 + i for i in range(n)]
+    """Fresh seeds, never the sweep's own (its split is the one the finalists were selected on); they wrap around
+    at 2**32, the seeds a trial takes, so a sweep seeded near the top still confirms."""
+    return [(sweep_seed + 1 + i) % 2**32 for i in range(n)]
 
 
 def plan_runs(
@@ -335,28 +337,30 @@ def confirm(
 
     for flag, value in (("--top-k", top_k), ("--seeds", seeds), ("--max-concurrent", max_concurrent)):
         if value is not None and value < 1:
-            raise ValueError(f"{flag} is {value} but must be >= 1")
+            raise UserError(f"{flag} is {value} but must be >= 1")
     p, study = runner.load_plan(name, storage)
     if ledger.is_live(ledger.read_driver(p.exp)):
-        raise ValueError(f"sweep {name!r} is still running; confirm it when it has finished (`sweep status {name}`)")
+        raise UserError(f"sweep {name!r} is still running; confirm it when it has finished "
+                        f"(`{command('status', name, storage)}`)")
     cdir = join(p.exp, CONFIRM_DIR)
     loaded = load(p.exp)
-    hint = storage_hint(p.storage)
+    again = command("confirm", name, p.storage)
     fresh = loaded is None
     if loaded is not None:
         plan, runs = loaded
         asked = {"--top-k": (top_k, plan["top_k"]), "--seeds": (seeds, len(plan["seeds"]))}
         for flag, (given, kept) in asked.items():
             if given is not None and given != kept:
-                raise ValueError(
-                    f"sweep {name!r} was confirmed with {flag} {kept}; run `sweep confirm {name}{hint}` to continue "
+                raise UserError(
+                    f"sweep {name!r} was confirmed with {flag} {kept}; run `{again}` to continue "
                     f"or see it, or delete {cdir} to confirm afresh"
                 )
     else:
         records = ranking.records_from(study, ledger.newest_checkpoints(p.exp))
         finalists = choose_finalists(records, p.study.metric, p.study.mode, p.epochs, top_k or 1)
         if not finalists:
-            raise ValueError(f"no trial of sweep {name!r} has a score yet; nothing to confirm (`sweep status {name}`)")
+            raise UserError(f"no trial of sweep {name!r} has a score yet; nothing to confirm "
+                            f"(`{command('status', name, storage)}`)")
         unfinished = len(records) < p.num_samples or any(not r.finished for r in records)
         if unfinished:
             print(f"note: sweep {name} has not finished; the finalists are the best of its trials so far", file=out)
@@ -373,7 +377,7 @@ def confirm(
             "failed": {},
         }
     if ledger.is_live(ledger.read_driver(cdir)):
-        raise ValueError(f"the confirmation of {name!r} is already running; wait for it or stop it first")
+        raise UserError(f"the confirmation of {name!r} is already running; wait for it or stop it first")
     if address is not None:
         p.settings.address = address
     if max_concurrent is not None:
@@ -383,7 +387,7 @@ def confirm(
     todo = [r for r in runs if r.number not in failed and not _finished(saved.get(r.number), r.config["epochs"])]
     if todo:
         runner.check_address(p.settings.address)  # before anything is written
-        runner.check_gpus(p.settings)
+        runner.check_resources(p.settings, p.study)
     if fresh:
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
     code = 0
@@ -394,9 +398,9 @@ def confirm(
     write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{text}\n")
     print(f"\nconfirmation of {name}:\n{text}", file=out)
     if code == 130:
-        print(f"interrupted: continue with `sweep confirm {name}{hint}`", file=out)
+        print(f"interrupted: continue with `{again}`", file=out)
     else:
-        print(f"`sweep report {name}{hint}` adds it to the report", file=out)
+        print(f"`{command('report', name, p.storage)}` adds it to the report", file=out)
     return code
 
 

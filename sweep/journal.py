@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from optuna.storages.journal import BaseJournalBackend
 
+from trainables.errors import UserError
+
 JOURNAL_DIR = "study-journal"
 # Compact when opening a journal with more objects than this past the last compaction.
 COMPACT_AFTER = 200
@@ -85,7 +87,7 @@ class ObjectJournal(BaseJournalBackend):
         if base is not None:  # a compacted copy ahead of what we hold replaces it
             logs = self._get(compacted[base])
             if len(logs) != base:
-                raise ValueError(f"study journal {self._base}: compacted copy {_name(base, True)} holds {len(logs)} "
+                raise UserError(f"study journal {self._base}: compacted copy {_name(base, True)} holds {len(logs)} "
                                  f"entries, not {base}; restore the sweep's storage from a backup")
             self._logs, have = logs, base
         wanted = sorted(n for n in numbered if n >= have)
@@ -93,7 +95,7 @@ class ObjectJournal(BaseJournalBackend):
             chunks = list(pool.map(lambda n: self._get(numbered[n]), wanted))
         for n, chunk in zip(wanted, chunks, strict=True):
             if n != len(self._logs):
-                raise ValueError(f"study journal {self._base}: entries {len(self._logs)}..{n - 1} are missing; "
+                raise UserError(f"study journal {self._base}: entries {len(self._logs)}..{n - 1} are missing; "
                                  "restore the sweep's storage from a backup")
             self._logs.extend(chunk)
         self._read_once = True

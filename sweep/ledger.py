@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from sweep.journal import JOURNAL_DIR, ObjectJournal
 from sweep.ranking import finite
 from sweep.storage import is_uri, join, read_text, resolve_storage, write_atomic
+from trainables.errors import UserError
 from trainables.files import HISTORY_FILE, STATE_FILE
 
 SETTINGS_FILE = "sweep.json"
@@ -90,15 +91,17 @@ def open_study(exp: str, writer: bool = False) -> optuna.Study | None:
 
 def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Study]:
     """An existing sweep's directory, saved plan (sweep.json) and study; ValueError in one line when missing."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0\n"):
+        raise UserError(f"{name!r} is not a sweep name: give the name of one directory under --storage")
     root = resolve_storage(storage)
     exp = join(root, name)
     text = read_text(join(exp, SETTINGS_FILE))
     if text is None:
-        raise ValueError(f"no sweep {name!r} in {root}; check the name and --storage")
+        raise UserError(f"no sweep {name!r} in {root}; check the name and --storage")
     study = open_study(exp)
     if study is None:
         where = JOURNAL_DIR if is_uri(exp) else STUDY_FILE
-        raise ValueError(f"sweep {name!r} in {root} has no study database ({where})")
+        raise UserError(f"sweep {name!r} in {root} has no study database ({where})")
     return exp, json.loads(text), study
 
 
@@ -244,8 +247,9 @@ def _is_zip(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def remove_leftovers(exp: str, saved: Mapping[int, Saved]) -> None:
-    """Delete what a kill leaves behind: checkpoint staging folders, and checkpoints of earlier sessions that a newer
-    one supersedes (the newest holds the whole history, so nothing is lost)."""
+    """Delete what a kill leaves behind: checkpoints of earlier sessions that a newer one supersedes (the newest
+    holds the whole history, so nothing is lost), and the ``.staging`` folders that Ray's experiment sync copied
+    into sweeps written before trials staged on the worker's local disk (see :mod:`trainables.tune_entry`)."""
     fs, base = pafs.FileSystem.from_uri(exp)
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.Directory:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sweep import confirm, ledger, plots, ranking
-from sweep.storage import is_uri, join, resolve_storage, write_atomic
+from sweep.storage import check_writable, is_uri, join, resolve_storage, write_atomic
 from trainables.config import PAPER_COLUMNS
 
 REPORT_DIR = "report"
@@ -209,8 +209,7 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
     metric, mode, epochs = plan["metric"], plan["mode"], plan["epochs"]
     records = ranking.records_from(study, ledger.newest_checkpoints(exp))
     target = resolve_storage(out_dir) if out_dir else join(exp, REPORT_DIR)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"--out {target} is a file; give a directory")
+    check_writable(target, "--out")
     written = []
 
     def write(rel: str, data: bytes | str) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -23,9 +25,10 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import Study, describe_space, load_study
-from sweep import ledger, ranking
-from sweep.storage import is_uri, join, read_text, resolve_storage, storage_hint, write_atomic
+from sweep import errors, ledger, ranking
+from sweep.storage import check_writable, command, is_uri, join, read_text, resolve_storage, write_atomic
 from trainables.config import METRICS, parse_config
+from trainables.errors import UserError
 from trainables.train import check_data
 
 # Ray's own snapshots are not what a resume reads, but keep them fresh for anyone who looks.
@@ -115,16 +118,49 @@ def check_gpus(s: SweepSettings) -> None:
     g = s.gpus_per_trial
     if g is None or g == 0:
         return
+    if not (math.isfinite(g) and g > 0):
+        raise UserError(f"--gpus-per-trial {g:g} must be a finite number of GPUs, >= 0")
     if g > 1 and g != int(g):
-        raise ValueError(f"--gpus-per-trial {g:g}: above 1 a trial takes whole GPUs; use an integer, or a fraction "
+        raise UserError(f"--gpus-per-trial {g:g}: above 1 a trial takes whole GPUs; use an integer, or a fraction "
                          "below 1 to pack trials on one GPU")
     if s.address:
         return
     import torch
 
     if torch.cuda.device_count() < g:
-        raise ValueError(f"--gpus-per-trial {g:g} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+        raise UserError(f"--gpus-per-trial {g:g} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
                          "leave it out to use the GPUs there are (else CPUs), or give --address of a GPU cluster")
+
+
+def local_cpus() -> int:
+    """The CPUs a local Ray gets: Ray's own count (it honours a container's CPU quota), else the OS's."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # a Ray without that helper: the affinity mask is the next best answer
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_cpus(s: SweepSettings, study: Study) -> None:
+    """CPUs per trial that no node of a local Ray has would leave every trial pending for ever: refused up front.
+    A cluster (``--address``) is trusted: its autoscaler may add bigger nodes."""
+    cpus = cpus_per_trial(s, study)
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise UserError(f"--cpus-per-trial {cpus:g} must be a positive, finite number of CPUs")
+    if s.address:
+        return
+    have = local_cpus()
+    if cpus > have:
+        given = "--cpus-per-trial" if s.cpus_per_trial is not None else f"study {study.name}'s cpus_per_trial"
+        raise UserError(f"{given} is {cpus:g} but this machine has {have} CPU(s), so no trial could start; "
+                        f"ask for at most {have}, or give --address of a cluster with bigger nodes")
+
+
+def check_resources(s: SweepSettings, study: Study) -> None:
+    """Resources per trial that no trial could get, refused before anything is written or Ray starts."""
+    check_cpus(s, study)
+    check_gpus(s)
 
 
 def default_concurrency(cluster: dict[str, float], cpus: float, gpus: float) -> int:
@@ -175,27 +211,31 @@ class Plan:
 
 def plan(s: SweepSettings) -> Plan:
     """Check everything that can be checked before anything is written or Ray starts."""
-    study = load_study(s.space)
+    try:
+        study = load_study(s.space)
+    except SystemExit as exc:  # a user's space file that exits while it is imported
+        raise UserError(f"search space {s.space!r} called sys.exit({exc.code!r}) while being imported; a space file "
+                        "must define its function (or Study), not exit") from None
     try:
         every, fixed = describe_space(study.space)
-    except ValueError:
+    except UserError:
         raise
-    except Exception as exc:  # a user's function that raises: one line, not a traceback
-        raise ValueError(
+    except (Exception, SystemExit) as exc:  # a user's function that raises or exits: one line, not a traceback
+        raise UserError(
             f"search space {study.name!r} raised {type(exc).__name__}: {exc}; fix the function"
         ) from None
     strategies = every
     if s.strategies:
         unknown = [x for x in s.strategies if x not in strategies]
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"strategy {unknown[0]!r} is not in space {study.name!r}; choose from {', '.join(strategies)}"
             )
         strategies = tuple(dict.fromkeys(s.strategies))
     pinned = s.overrides.get("strategy")
     if pinned is not None:  # `--set strategy=X` runs X alone (the overrides top every trial's config)
         if pinned not in strategies:
-            raise ValueError(
+            raise UserError(
                 f"--set strategy={pinned} is not a strategy of this sweep; choose from {', '.join(strategies)}"
             )
         strategies = (pinned,)
@@ -204,29 +244,54 @@ def plan(s: SweepSettings) -> Plan:
         _check_trial(study, strategy, fixed, overrides, every)
     cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
     check_data(cfg)
-    if getattr(cfg, "precision", "auto") == "bf16" and not s.address:  # a local Ray: its trials see this machine
-        import torch
-
-        from trainables.accel import Accel
-
-        Accel.resolve(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "bf16")  # the fix, in one line
+    if not s.address:  # a local Ray: its trials run on this machine, so what they would refuse is refused here
+        _check_local_trial(cfg)
     metric, mode = METRICS[cfg.task]
     study = replace(study, metric=study.metric or metric, mode=study.mode or mode)
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
-        raise ValueError(f"`--num-samples` is {num_samples} but must be >= 1")
+        raise UserError(f"`--num-samples` is {num_samples} but must be >= 1")
     storage = resolve_storage(s.storage)
-    name = s.name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"--name {name!r} must be a plain directory name (no '/', not starting with '.')")
+    name = s.name if s.name is not None else default_name(study.name)
     return Plan(s, study, strategies, cfg.epochs, num_samples, name, storage, cfg.task)
+
+
+def _check_local_trial(cfg: Any) -> None:
+    """The device and precision a trial would resolve in its worker, resolved here first (the fix, in one line)."""
+    from trainables.train import resolve_device
+
+    device = resolve_device(getattr(cfg, "device", "auto"))
+    if getattr(cfg, "precision", "auto") == "bf16":
+        from trainables.accel import Accel
+
+        Accel.resolve(device, "bf16")
+
+
+# A sweep's name is one path component on every filesystem and object store: the POSIX portable file name
+# characters, not starting with '.' or '-' (hidden files, options), not a name Windows reserves for a device.
+NAME_RULE = "1 to 100 of the characters A-Z a-z 0-9 . _ -, starting with a letter, digit or _"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?", re.IGNORECASE)
+
+
+def check_name(name: str) -> None:
+    """A new sweep's name, refused in one line (with the rule) unless it is safe as a directory name anywhere."""
+    if not _NAME.fullmatch(name) or name.endswith(".") or _RESERVED.fullmatch(name):
+        shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
+        raise UserError(f"--name {shown} is not a safe sweep name: use {NAME_RULE} (not ending in '.')")
+
+
+def default_name(study: str) -> str:
+    """``<study>-<timestamp>``, the study's name made safe (a user's ``my space.py:f`` gives ``my-space.f``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", study).strip(".-")[:80] or "sweep"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _valid(config: dict[str, Any]) -> str:
     """'' for a valid trial config, else why not."""
     try:
         parse_config(config)
-    except ValueError as exc:
+    except UserError as exc:
         return str(exc)
     return ""
 
@@ -245,20 +310,7 @@ def _check_trial(
         suits = [x for x in every if not _valid({**fixed, "strategy": x, **overrides})]
         if suits:
             fix += f", or keep to the strategies it suits: --strategies {','.join(suits)}"
-    raise ValueError(f"{problem} (trials of strategy {strategy!r}); {fix}")
-
-
-def check_writable(storage: str) -> None:
-    """A local storage directory must be creatable and writable; checked without creating anything."""
-    if is_uri(storage):
-        return
-    path = Path(storage)
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not a directory" if not probe.is_dir() else "is not writable"
-        raise ValueError(f"cannot write the sweep to --storage {storage}: {probe} {what}; choose another --storage")
+    raise UserError(f"{problem} (trials of strategy {strategy!r}); {fix}")
 
 
 def check_address(address: str | None, timeout: float = ADDRESS_TIMEOUT_S) -> None:
@@ -275,30 +327,43 @@ def check_address(address: str | None, timeout: float = ADDRESS_TIMEOUT_S) -> No
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
     given = "--address" if os.environ.get("RAY_ADDRESS") != address else "RAY_ADDRESS"
-    raise ValueError(
+    raise UserError(
         f"no Ray cluster answers at {given} {address} ({reason}); start one with `ray start --head` "
         f"or leave out {given} to run on a local Ray"
     )
 
 
 def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` or start a local Ray; a Ray that will not start is one line with its cause."""
     import ray
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        return
-    # A local Ray executes whatever reaches its ports: bind it to loopback (sweep.cli and the tests' conftest set
-    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported, which it needs), and no dashboard unless asked.
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return
+        # A local Ray executes whatever reaches its ports: bind it to loopback (sweep.cli and the tests' conftest
+        # set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported, which it needs), and no dashboard unless
+        # asked.
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except Exception as exc:  # not the storage's fault, nor a bug of ours: Ray's environment
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        if "AF_UNIX path length" in cause:
+            fix = "set RAY_TMPDIR to a short directory, e.g. RAY_TMPDIR=/tmp/ray"
+        elif address:
+            fix = "check that the cluster at that address is up and runs Ray 2.60"
+        else:
+            fix = "see Ray's logs under $RAY_TMPDIR (default /tmp/ray)"
+        where = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
+        raise UserError(f"could not {where} ({cause[:300]}); {fix}") from exc
 
 
 # --- the two entry points ---------------------------------------------------------------------------------------
@@ -307,22 +372,24 @@ def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) 
 def run(s: SweepSettings, out=sys.stdout) -> int:
     """`sweep run`: a new sweep."""
     p = plan(s)
+    check_name(p.name)
     existing = read_text(join(p.exp, ledger.SETTINGS_FILE))
     if existing is not None:
         space = json.loads(existing).get("space")
-        hint = f"continue it with `sweep resume {p.name}{storage_hint(p.storage)}`"
+        hint = f"continue it with `{command('resume', p.name, p.storage)}`"
         if space != p.study.name:
-            raise ValueError(
+            raise UserError(
                 f"sweep {p.name!r} already exists in {p.storage} with space {space!r}, not {p.study.name!r}; "
                 f"choose another --name (or {hint})"
             )
-        raise ValueError(f"sweep {p.name!r} already exists in {p.storage}; {hint}, or choose another --name")
+        raise UserError(f"sweep {p.name!r} already exists in {p.storage}; {hint}, or choose another --name")
     if not is_uri(p.exp) and Path(p.exp).exists() and any(Path(p.exp).iterdir()):
-        raise ValueError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
-    check_writable(p.storage)
+        raise UserError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
+    check_writable(p.storage, "--storage")
     check_address(s.address)
-    check_gpus(s)
+    check_resources(s, p.study)
     write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
+    errors.resume_with(command("resume", p.name, p.storage))
     ledger.create_study(p.exp, p.name, p.study.mode)
     return _session(p, out)
 
@@ -345,22 +412,23 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
     driver = ledger.read_driver(p.exp)
     if ledger.is_live(driver):
         last = driver["sessions"][-1]
-        raise ValueError(
+        raise UserError(
             f"sweep {name!r} is running (driver pid {last['pid']} on {last['host']}); "
-            "stop it first, or follow it with `sweep status`"
+            f"stop it first, or follow it with `{command('status', name, storage)}`"
         )
     done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
     if done >= p.num_samples or driver.get("state") == "finished":
-        raise ValueError(
-            f"sweep {name!r} already finished ({done} of {p.num_samples} trials); see `sweep status {name}` "
-            "or start another with `sweep run --name NEW`"
+        raise UserError(
+            f"sweep {name!r} already finished ({done} of {p.num_samples} trials); see "
+            f"`{command('status', name, storage)}` or start another with `sweep run --name NEW`"
         )
     if address is not None:
         p.settings.address = address
     if max_concurrent is not None:
         p.settings.max_concurrent = max_concurrent
     check_address(p.settings.address)
-    check_gpus(p.settings)
+    check_resources(p.settings, p.study)
+    errors.resume_with(command("resume", p.name, p.storage))
     return _session(p, out)
 
 
@@ -400,7 +468,7 @@ def _trial_dirname(trial: Any) -> str:
     return ledger.trial_dirname(trial.config[TRIAL_KEY], trial.config.get("strategy", "trial"))
 
 
-def _heartbeat_callback(exp: str, driver: dict[str, Any]) -> Any:
+def _heartbeat_callback(exp: str, driver: dict[str, Any], searcher: Any) -> Any:
     from ray.tune import Callback
 
     class Heartbeat(Callback):
@@ -414,9 +482,28 @@ def _heartbeat_callback(exp: str, driver: dict[str, Any]) -> Any:
             if now - self.last >= HEARTBEAT_S:
                 self.last = now
                 driver["sessions"][-1]["heartbeat"] = now
-                ledger.write_driver(exp, driver)
+                try:
+                    ledger.write_driver(exp, driver)
+                except OSError as exc:  # the storage failed: stop the sweep (see _StorageStop), lose nothing
+                    searcher.storage_fault = searcher.storage_fault or errors.storage_problem(exc)
 
     return Heartbeat()
+
+
+def _storage_stop(searcher: Any) -> Any:
+    from ray.tune import Stopper
+
+    class StorageStop(Stopper):
+        """Ends the Tune run once the storage has failed: a trial that cannot write its checkpoint has not failed,
+        and the ones after it would fail the same way. The sweep stops as if interrupted; resume goes on."""
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return bool(searcher.storage_fault)
+
+    return StorageStop()
 
 
 def _session(p: Plan, out) -> int:
@@ -427,6 +514,7 @@ def drive_session(exp: str, drive: Callable[[int, dict[str, Any]], int]) -> int:
     """Run ``drive(session_number, driver_record)`` as a new driver session of the run kept in ``exp``; the driver
     record says interrupted unless ``drive`` set another state."""
     number, driver = ledger.start_session(exp)
+    errors.attach(exp, exp.split("?", 1)[0].rstrip("/").split("://")[-1])
     try:
         return drive(number, driver)
     finally:
@@ -511,16 +599,15 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     if state == "interrupted":
         print(
             f"interrupted: {len([r for r in records if r.finished])} of {n} trials finished. "
-            f"Continue with: sweep resume {p.name}{storage_hint(p.storage)}",
+            f"Continue with: {command('resume', p.name, p.storage)}",
             file=out,
         )
         return 130
     failed = [r for r in records if r.status == "failed"]
     if failed:
-        print(f"{len(failed)} trial(s) failed; `sweep status {p.name}` lists why", file=out)
-    hint = storage_hint(p.storage)
-    print(f"next: `sweep confirm {p.name}{hint}` re-runs the finalists on paired seeds and the test split; "
-          f"`sweep report {p.name}{hint}` writes the report", file=out)
+        print(f"{len(failed)} trial(s) failed; `{command('status', p.name, p.storage)}` lists why", file=out)
+    print(f"next: `{command('confirm', p.name, p.storage)}` re-runs the finalists on paired seeds and the test split; "
+          f"`{command('report', p.name, p.storage)}` writes the report", file=out)
     return 0
 
 
@@ -568,7 +655,8 @@ def fit(
             storage_path=exp,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver)],
+            callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver, searcher)],
+            stop=_storage_stop(searcher),
             verbose=0,
         ),
     )
@@ -578,6 +666,8 @@ def fit(
     start = time.perf_counter()
     with interrupt:
         tuner.fit()
+    if searcher.storage_fault:
+        raise errors.StorageFault(searcher.storage_fault)
     return time.perf_counter() - start
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from sweep import confirm, ledger, ranking
-from sweep.storage import join, storage_hint
+from sweep.storage import command, join
 
 
 def status(name: str, storage: str, out: Any = sys.stdout) -> int:
@@ -22,7 +22,7 @@ def status(name: str, storage: str, out: Any = sys.stdout) -> int:
         state = describe_driver(cdriver, time.time())[0] if summary.runs_done < summary.runs_total else "finished"
         print(f"\nconfirmation: {state}, {summary.runs_done} of {summary.runs_total} runs done", file=out)
         if summary.runs_done < summary.runs_total and not ledger.is_live(cdriver):
-            print(f"continue with: sweep confirm {name}{storage_hint(storage)}", file=out)
+            print(f"continue with: {command('confirm', name, storage)}", file=out)
         elif summary.runs_done:
             print(f"{summary.verdict}", file=out)
     return 0
@@ -77,5 +77,5 @@ def format_status(
         lines += ["", "failed or cut trials:"]
         lines += [f"  #{r.number} {r.config.get('strategy', '?')}: {r.reason}" for r in stopped]
     if resumable:
-        lines += ["", f"continue with: sweep resume {name}{storage_hint(storage)}"]
+        lines += ["", f"continue with: {command('resume', name, storage)}"]
     return "\n".join(lines)

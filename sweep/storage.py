@@ -6,10 +6,13 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from trainables.errors import UserError
 from trainables.files import write_atomic as local_write_atomic
 
 DEFAULT_STORAGE = "./sweeps"
@@ -24,10 +27,26 @@ def resolve_storage(storage: str) -> str:
     return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
 
 
-def storage_hint(storage: str) -> str:
-    """`` --storage X`` for a command line the user can paste, or nothing for the default storage."""
+def command(verb: str, name: str, storage: str) -> str:
+    """``sweep VERB NAME [--storage X]``, quoted so that it can be pasted into a shell as it is printed."""
     resolved = resolve_storage(storage)
-    return "" if resolved == resolve_storage(DEFAULT_STORAGE) else f" --storage {resolved}"
+    where = [] if resolved == resolve_storage(DEFAULT_STORAGE) else ["--storage", resolved]
+    return shlex.join(["sweep", verb, name, *where])
+
+
+def check_writable(path: str, flag: str) -> None:
+    """A local directory that must be creatable and writable, checked without creating anything; a URI is tried
+    when it is first written (an object store has no permissions to read off beforehand)."""
+    if is_uri(path):
+        return
+    probe = Path(path).expanduser().resolve()
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a directory; choose a directory")
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not probe.is_dir() else "is not writable"
+        raise UserError(f"cannot write to {flag} {path}: {probe} {what}; choose another {flag}")
 
 
 def join(base: str, *parts: str) -> str:

@@ -29,9 +29,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 
+from sweep.errors import is_storage_fault
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
 from sweep.ranking import default_grace_period, finite
 from trainables.config import parse_config
+from trainables.errors import UserError
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
 TIME_ATTR = "epoch"  # reported by every trial, 1-based: ASHA's time unit and Optuna's step
@@ -60,7 +62,7 @@ def make_sampler(
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind != "tpe":
-        raise ValueError(f"sampler {kind!r} is not one of {', '.join(SAMPLERS)}")
+        raise UserError(f"sampler {kind!r} is not one of {', '.join(SAMPLERS)}")
     # group=True models each strategy's branch separately; constant_liar keeps parallel trials apart.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -154,6 +156,7 @@ class SweepSearcher(Searcher):
         self.log = log
         self.live: dict[str, int] = {}  # Tune trial id -> sweep trial number
         self.trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for its error file), filled by TrialIndex
+        self.storage_fault: str | None = None  # why the storage failed under a trial, which then has not failed
         self._ids: dict[int, int] = {}  # sweep trial number -> Optuna's internal trial id
 
     # --- proposing ---
@@ -166,7 +169,7 @@ class SweepSearcher(Searcher):
             number, config = self._ask()
             try:
                 parse_config(config)
-            except ValueError as exc:  # a space that yields an invalid config: a failed trial, no compute spent
+            except UserError as exc:  # a space that yields an invalid config: a failed trial, no compute spent
                 self.log(f"trial {number} not run: {exc}")
                 failed = judge(None, self.max_t, self.metric, error=f"invalid config: {exc}")
                 tell(self.study, self._get(number), failed)
@@ -187,9 +190,9 @@ class SweepSearcher(Searcher):
         trial = self.study.ask()
         try:
             config = build_config(self.space, trial, self.overrides)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self.study.tell(trial, state=TrialState.FAIL)
-            raise ValueError(f"the search space raised {type(exc).__name__}: {exc}") from exc
+            raise UserError(f"the search space raised {type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("config", config)
         return trial.number, config
 
@@ -220,6 +223,9 @@ class SweepSearcher(Searcher):
         if last is not None:
             report_history(self.study, frozen, [last], self.metric)
         reason = _error_reason(self.trials.get(trial_id)) if error else ""
+        if error and is_storage_fault(reason):  # left running in the study: `sweep resume` goes on from its checkpoint
+            self.storage_fault = self.storage_fault or reason
+            return
         outcome = judge(last, self.max_t, self.metric, stopped=True, error=reason)
         if outcome is not None:
             tell(self.study, frozen, outcome)
@@ -241,6 +247,7 @@ class FixedSearcher(Searcher):
         self.live: dict[str, int] = {}
         self.trials: dict[str, Any] = {}  # filled by TrialIndex, for the error file of a failed run
         self.failed: dict[int, str] = {}  # run number -> why it failed after its retries
+        self.storage_fault: str | None = None  # as SweepSearcher's: such a run has not failed
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if not self.pending:
@@ -252,7 +259,11 @@ class FixedSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self.live.pop(trial_id, None)
         if error and number is not None:
-            self.failed[number] = _error_reason(self.trials.get(trial_id))
+            reason = _error_reason(self.trials.get(trial_id))
+            if is_storage_fault(reason):
+                self.storage_fault = self.storage_fault or reason
+            else:
+                self.failed[number] = reason
 
     # Its state is the checkpoints on disk and the plan file: nothing for Ray's snapshots.
     def save(self, checkpoint_path: str) -> None:
@@ -337,10 +348,10 @@ def make_scheduler(
     if kind == "fifo":
         return FIFOScheduler()
     if kind != "asha":
-        raise ValueError(f"unknown scheduler {kind!r}; choose asha or fifo")
+        raise UserError(f"unknown scheduler {kind!r}; choose asha or fifo")
     if grace_period is None:
         grace_period = default_grace_period(max_t)
     if not 1 <= grace_period <= max_t:
-        raise ValueError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
+        raise UserError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
     return DurableASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
 

@@ -84,6 +84,10 @@ def raises(trial):
 def no_strategy(trial):
     trial.suggest_float("lr", 1e-4, 1e-2)
     return {}
+
+def exits(trial):
+    import sys
+    sys.exit(3)
 """
 
 BAD_RUNS = {
@@ -108,34 +112,97 @@ BAD_RUNS = {
     "pinned unknown strategy": (["--set", "strategy=nope"], ["--set strategy=nope", "choose from"]),
     "set without equals": (["--set", "noequals"], ["--set 'noequals'", "key=value"]),
     "set unknown key": (["--set", "bogus=1"], ["unknown config key `bogus`"]),
-    "zero samples": (["--num-samples", "0"], ["--num-samples is 0", ">= 1"]),
-    "negative epochs": (["--epochs", "-1"], ["--epochs is -1", ">= 1"]),
-    "negative max failures": (["--max-failures", "-1"], ["--max-failures is -1", ">= 0"]),
-    "zero concurrency": (["--max-concurrent", "0"], ["--max-concurrent is 0", ">= 1"]),
+    "zero samples": (["--num-samples", "0"], ["argument --num-samples: 0 must be >= 1"]),
+    "negative epochs": (["--epochs", "-1"], ["argument --epochs: -1 must be >= 1"]),
+    "negative max failures": (["--max-failures", "-1"], ["argument --max-failures: -1 must be >= 0"]),
+    "zero concurrency": (["--max-concurrent", "0"], ["argument --max-concurrent: 0 must be >= 1"]),
     "time budget not a duration": (["--time-budget", "abc"], ["--time-budget 'abc'", "3600"]),
     "negative time budget": (["--time-budget=-5m"], ["--time-budget '-5m'", "positive"]),
-    "not a number": (["--num-samples", "abc"], ["--num-samples: invalid int value: 'abc'", "`sweep run --help`"]),
+    "not a number": (["--num-samples", "abc"], ["--num-samples: 'abc' is not an integer", "`sweep run --help`"]),
     "value missing": (["--epochs"], ["--epochs: expected one argument", "`sweep run --help`"]),
-    "name with a slash": (["--name", "a/b"], ["--name 'a/b'", "plain directory name"]),
+    "name with a slash": (["--name", "a/b"], ["--name 'a/b' is not a safe sweep name"]),
     "dataset without root": (["--space", "stl10_hcl"], ["stl10 needs a data root", "stl10_binary"]),
     "dataset not in root": (["--space", "stl10_hcl", "--data-root", "."], ["stl10 not found under", "stl10_binary"]),
     "no cluster at address": (["--address", "127.0.0.1:1"], ["no Ray cluster answers at --address", "ray start"]),
     "fraction of several GPUs": (["--gpus-per-trial", "1.5"], ["--gpus-per-trial 1.5", "use an integer"]),
+    # Non-finite and out-of-range numbers, refused before Ray starts (issue 15).
+    "infinite GPUs": (["--gpus-per-trial", "inf"], ["argument --gpus-per-trial: 'inf' must be a finite number"]),
+    "infinite batch size": (["--set", "batch_size=.inf"], ["batch_size=.inf", "finite number"]),
+    "infinite epochs": (["--set", "epochs=.inf"], ["epochs=.inf", "finite number"]),
+    "NaN CPUs": (["--cpus-per-trial", "nan"], ["argument --cpus-per-trial: 'nan' must be a finite number"]),
+    "NaN GPUs": (["--gpus-per-trial", "nan"], ["argument --gpus-per-trial: 'nan' must be a finite number"]),
+    "zero CPUs": (["--cpus-per-trial", "0"], ["argument --cpus-per-trial: 0 must be above 0"]),
+    "infinite CPUs": (["--cpus-per-trial", "inf"], ["argument --cpus-per-trial: 'inf' must be a finite number"]),
+    "more CPUs than the machine": (["--cpus-per-trial", "1000"], ["--cpus-per-trial is 1000", "CPU(s)", "at most"]),
+    "seed out of range": (["--seed", "99999999999999999999"], ["argument --seed", "<= 4294967295"]),
+    "infinite time budget": (["--time-budget", "inf"], ["--time-budget 'inf'", "finite"]),
+    "empty strategies": (["--strategies", ""], ["--strategies is empty", "leave the option out"]),
+    "empty time budget": (["--time-budget", ""], ["--time-budget ''", "3600"]),
+    "empty name": (["--name", ""], ["--name '' is not a safe sweep name", "A-Z a-z 0-9 . _ -"]),
+    "name with a newline": (["--name", "a\nb"], ["--name 'a\\nb' is not a safe sweep name"]),
+    "name with a space": (["--name", "a b"], ["--name 'a b' is not a safe sweep name"]),
+    "name too long": (["--name", "n" * 300], ["(300 characters) is not a safe sweep name", "1 to 100"]),
+    "name a device": (["--name", "NUL"], ["--name 'NUL' is not a safe sweep name"]),
+    "space file exits": (["--space", "exits.py:space"], ["called sys.exit(None)", "not exit"]),
+    "space function exits": (["--space", "spaces.py:exits"], ["raised SystemExit", "fix the function"]),
 }
 if not torch.cuda.is_available():  # CI's machine: a GPU asked of a local Ray that has none
     BAD_RUNS["GPU where there is none"] = (["--gpus-per-trial", "0.25"], ["0 CUDA GPU(s)", "leave it out"])
     BAD_RUNS["bf16 where there is no GPU"] = (["--set", "precision=bf16"], ["precision 'bf16' needs a CUDA", "fp32"])
+    BAD_RUNS["cuda where there is none"] = (["--set", "device=cuda"], ["`device` is 'cuda'", "auto"])
 
 
-@pytest.mark.parametrize("args, expected", BAD_RUNS.values(), ids=BAD_RUNS.keys())
-def test_bad_run_input_is_one_line_and_nothing_is_written(args, expected, tmp_path):
-    (tmp_path / "syntax.py").write_text(SYNTAX_ERROR_SPACE)
-    (tmp_path / "spaces.py").write_text(USER_SPACES)
-    line = _refused(tmp_path, "run", "--storage", "store", "--num-samples", "2", *args)
+_BATCH = """
+import contextlib, io, json, os, sys
+from sweep.cli import main
+results = {}
+for key, (cwd, argv) in json.load(sys.stdin).items():
+    os.chdir(cwd)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+    results[key] = [code, err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    """Every BAD_RUNS row through the CLI's real ``main`` in one interpreter (one torch import, not fifty), each in
+    a directory of its own; with RAY_TMPDIR set, so that a Ray started by any row would show."""
+    base = tmp_path_factory.mktemp("bad-runs")
+    todo = {}
+    for i, (key, (args, _)) in enumerate(BAD_RUNS.items()):
+        cwd = base / f"row{i}"
+        cwd.mkdir()
+        (cwd / "syntax.py").write_text(SYNTAX_ERROR_SPACE)
+        (cwd / "spaces.py").write_text(USER_SPACES)
+        (cwd / "exits.py").write_text("import sys\nsys.exit()\n")
+        todo[key] = (str(cwd), ["run", "--storage", "store", "--num-samples", "2", *args])
+    before = {key: _files(Path(cwd)) for key, (cwd, _) in todo.items()}
+    ray_tmp = base / "ray"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(todo), capture_output=True, text=True,
+                          timeout=600, env={**env, "RAY_TMPDIR": str(ray_tmp)})
+    assert proc.returncode == 0, proc.stderr
+    assert not ray_tmp.exists(), "a refused run started Ray"
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {key: (code, err, _files(Path(todo[key][0])) == before[key]) for key, (code, err) in results.items()}
+
+
+@pytest.mark.parametrize("expected", [e for _, e in BAD_RUNS.values()], ids=BAD_RUNS.keys())
+def test_bad_run_input_is_one_line_and_nothing_is_written(expected, bad_runs, request):
+    code, err, untouched = bad_runs[request.node.callspec.id]
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
     assert line.startswith("sweep run: error: ")
     for text in expected:
         assert text in line
-    assert not (tmp_path / "store").exists()
+    assert untouched, f"files were written: {line}"
 
 
 def test_storage_that_cannot_be_written_is_refused_before_anything_is_made(tmp_path):
@@ -143,6 +210,44 @@ def test_storage_that_cannot_be_written_is_refused_before_anything_is_made(tmp_p
     line = _refused(tmp_path, "run", "--storage", str(tmp_path / "afile" / "sub"), "--num-samples", "2")
     assert "afile is not a directory" in line and "choose another --storage" in line
     assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+def test_storage_that_cannot_be_created_is_one_line_even_for_root(tmp_path):
+    """Root passes every os.access check; the mkdir under /proc fails, and that failure is the one line."""
+    line = _refused(tmp_path, "run", "--storage", "/proc/no-such-place", "--num-samples", "1")
+    assert "/proc/no-such-place" in line and "choose another --storage" in line
+
+
+def test_an_unreachable_object_store_is_one_line(tmp_path):
+    line = _refused(tmp_path, "run", "--num-samples", "1", "--storage",
+                    "s3://bucket/x?endpoint_override=127.0.0.1:1&scheme=http")
+    assert "storage s3://bucket/x" in line and "127.0.0.1:1" in line and "choose another --storage" in line
+
+
+def test_train_and_report_refuse_an_out_they_cannot_write(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\n")
+    (tmp_path / "afile").write_text("keep")
+    line = _refused(tmp_path, "train", "--config", str(cfg), "--out", str(tmp_path / "afile"))
+    assert "--out" in line and "is a file, not a directory" in line
+    assert (tmp_path / "afile").read_text() == "keep"
+    line = _refused(tmp_path, "train", "--config", str(cfg), "--out", "/proc/no-such/run")
+    assert "cannot write /proc/no-such" in line and "choose another --out" in line
+    _make_sweep(tmp_path / "store", "x", finished=1)
+    line = _refused(tmp_path, "report", "x", "--storage", "store", "--out", "/proc/no-such/report")
+    assert line.startswith("sweep report: error: ") and "choose another --out" in line
+
+
+def test_printed_commands_are_quoted_for_the_shell(tmp_path):
+    _make_sweep(tmp_path / "my store", "x")
+    line = _refused(tmp_path, "run", "--storage", "my store", "--name", "x")
+    assert f"`sweep resume x --storage '{tmp_path / 'my store'}'`" in line
+
+
+def test_names_of_existing_sweeps_cannot_leave_the_storage(tmp_path):
+    for name in ("../x", "a/b", ".."):
+        line = _refused(tmp_path, "status", name, "--storage", "store")
+        assert "is not a sweep name" in line
 
 
 @pytest.mark.parametrize("space", ["digits", "stl10_hcl"], ids=["same space", "another space"])
@@ -193,7 +298,7 @@ def test_resume_with_no_cluster_at_the_address(tmp_path):
 def test_resume_with_bad_max_concurrent(tmp_path):
     _make_sweep(tmp_path / "store", "x")
     line = _refused(tmp_path, "resume", "x", "--storage", "store", "--max-concurrent", "0")
-    assert "--max-concurrent is 0" in line
+    assert "argument --max-concurrent: 0 must be >= 1" in line
 
 
 def test_status_of_a_missing_sweep(tmp_path):

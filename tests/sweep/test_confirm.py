@@ -193,7 +193,7 @@ def test_confirm_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "no sweep 'nope'" in missing.stderr
     zero = _sweep("confirm", "nope", "--seeds", "0", "--storage", str(tmp_path))
-    assert zero.returncode == 2 and "--seeds is 0 but must be >= 1" in zero.stderr
+    assert zero.returncode == 2 and "argument --seeds: 0 must be >= 1" in zero.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -460,9 +460,10 @@ def test_non_finite_loss_fails_trials_with_a_reason(tmp_path, ray_session):
 def test_time_budget_ends_the_sweep_and_tells_optuna_of_cut_trials(tmp_path, ray_session):
     name, storage = "budget", tmp_path / "store"
     exp = storage / name
-    # 40 smoke epochs take far longer than the 15 s budget: the running trials are cut, the rest never start
+    # The budget binds by construction, on any machine: no trial finishes 100000 epochs in 15 s (that would be
+    # thousands of epochs a second), so the running trials are cut and the rest never start.
     proc = _sweep(
-        "run", "--smoke-test", "--num-samples", "6", "--epochs", "40", "--max-concurrent", "2",
+        "run", "--smoke-test", "--num-samples", "6", "--epochs", "100000", "--max-concurrent", "2",
         "--time-budget", "15", "--storage", str(storage), "--name", name, "--address", _address(ray_session),
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
