@@ -33,10 +33,26 @@ class Study:
 
 
 def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The strategy choices and the fixed settings of a define-by-run function, read by running it once."""
+    """The strategy choices and the fixed settings of a define-by-run function, read by running it once.
+
+    A user's function that raises (or calls ``sys.exit()``) is a :class:`UserError` naming the function and the
+    exception, in one line; a registered space of this package that raises is a bug, so its exception goes through.
+    """
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    fixed = space(trial) or {}
+    try:
+        fixed = space(trial)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as exc:
+        if _registered(space):
+            raise
+        detail = (str(exc).splitlines() or [""])[0]
+        raise UserError(
+            f"search space {_space_name(space)!r} raised {type(exc).__name__}" + (f": {detail}" if detail else "")
+            + "; fix the function"
+        ) from exc
+    fixed = fixed or {}
     if not isinstance(fixed, dict):
         raise UserError(
             f"a search space must return a dict of fixed settings or None, not {type(fixed).__name__}; fix the "
@@ -49,6 +65,19 @@ def describe_space(space: SpaceFn) -> tuple[tuple[str, ...], dict[str, Any]]:
             "the function"
         )
     return tuple(dist.choices), dict(fixed)
+
+
+def _registered(space: SpaceFn) -> bool:
+    """Whether ``space`` is one of this package's own studies (a user's file is imported as ``user_space_*``)."""
+    module = getattr(space, "__module__", None) or ""
+    return module == "search_spaces" or module.startswith("search_spaces.")
+
+
+def _space_name(space: SpaceFn) -> str:
+    """``file.function`` as :func:`search_spaces.load_study` names a user's space, else the function's own name."""
+    module = getattr(space, "__module__", None) or ""
+    name = getattr(space, "__qualname__", None) or getattr(space, "__name__", None) or type(space).__name__
+    return f"{module.removeprefix('user_space_')}.{name}" if module.startswith("user_space_") else name
 
 
 def suggest_knobs(

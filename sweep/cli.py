@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 from trainables.errors import UserError
 
-# The largest value of a count or a seed that anything downstream takes (numpy's seeds are 32-bit).
+# The largest count the CLI takes, and the largest seed (trainables.config.SEED_MAX, numpy's 32 bits: repeated here so
+# that parsing the command line imports no torch; a test holds the two equal).
 MAX_COUNT = 10**6
 MAX_SEED = 2**32 - 1
 

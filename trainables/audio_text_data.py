@@ -593,15 +593,24 @@ def _clotho_paths(root: str, folder: str) -> tuple[str, str]:
 
 def _read_clotho_csv(path: str) -> list[tuple[str, list[str]]]:
     """(file name, captions) per row; names are stripped (some Clotho names carry stray spaces)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        cap_cols = [c for c in fields if re.fullmatch(r"caption_\d+", c)]
-        cap_cols.sort(key=lambda c: int(c.split("_")[-1]))
-        if "file_name" not in fields or not cap_cols:
-            raise UserError(f"{path} must have the columns file_name and caption_1 .. caption_5, got {fields}; "
-                            "use Clotho's own captions CSV")
-        return [(row["file_name"].strip(), [row[c] or "" for c in cap_cols]) for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            cap_cols = [c for c in fields if re.fullmatch(r"caption_\d+", c)]
+            cap_cols.sort(key=lambda c: int(c.split("_")[-1]))
+            if "file_name" not in fields or not cap_cols:
+                raise UserError(f"{path} must have the columns file_name and caption_1 .. caption_5, got {fields}; "
+                                "use Clotho's own captions CSV")
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                name = (row["file_name"] or "").strip()  # a short row leaves its last cells None
+                if not name:
+                    raise UserError(f"{path} line {n}: empty file_name; fill it in or drop that row")
+                rows.append((name, [row[c] or "" for c in cap_cols]))
+            return rows
+    except (UnicodeDecodeError, csv.Error) as err:  # a binary file, or a broken quote
+        raise UserError(f"{path} is not a readable UTF-8 CSV ({err}); use Clotho's own captions CSV") from None
 
 
 def _read_wav(path: str, rate: int) -> torch.Tensor:

@@ -625,22 +625,26 @@ def _read_labels(root: str, layout: str) -> list[_Row]:
     path = os.path.join(root, "labels.csv")
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f"labels not found: {path} is missing (the folder must hold {layout})")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in reader.fieldnames or []]
-        if not {"clip", "label", "split"} <= set(fields):
-            raise UserError(f"{path} must have the columns clip, label, split; got {fields}; add a header line "
-                            "`clip,label,split`")
-        rows = []
-        for n, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            if row["split"] not in ROLES:
-                raise UserError(
-                    f"{path} line {n}: split {row['split']!r} is not one of {', '.join(ROLES)}; fix that row"
-                )
-            if not row["clip"] or not row["label"]:
-                raise UserError(f"{path} line {n}: empty clip or label; fill it in or drop that row")
-            rows.append(_Row(row["clip"], row["label"], row["split"]))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            if not {"clip", "label", "split"} <= set(fields):
+                raise UserError(f"{path} must have the columns clip, label, split; got {fields}; add a header line "
+                                "`clip,label,split`")
+            rows = []
+            for n, raw in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if row["split"] not in ROLES:
+                    raise UserError(
+                        f"{path} line {n}: split {row['split']!r} is not one of {', '.join(ROLES)}; fix that row"
+                    )
+                if not row["clip"] or not row["label"]:
+                    raise UserError(f"{path} line {n}: empty clip or label; fill it in or drop that row")
+                rows.append(_Row(row["clip"], row["label"], row["split"]))
+    except (UnicodeDecodeError, csv.Error) as err:  # a binary file, or a broken quote
+        raise UserError(f"{path} is not a readable UTF-8 CSV ({err}); write it as text: `clip,label,split` "
+                        "then one row per clip") from None
     for role in ROLES:
         if not any(r.split == role for r in rows):
             raise UserError(f"{path} lists no {role} clip; every split (train, val, test) needs at least one row")

@@ -226,3 +226,40 @@ def test_a_space_function_that_returns_the_wrong_thing_is_a_user_error():
         describe_space(lambda trial: [trial.suggest_categorical("strategy", ["infonce"])])
     with pytest.raises(UserError, match="must suggest `strategy`"):
         describe_space(lambda trial: {"epochs": 2})
+
+
+RAISING_SPACES = """
+import sys
+
+def raises(trial):
+    trial.suggest_categorical("strategy", ["infonce"])
+    return {"epochs": undefined_name}
+
+def exits(trial):
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(
+    "func, message",
+    [
+        ("raises", r"search space 'mine.raises' raised NameError: name 'undefined_name' is not defined; fix the"),
+        ("exits", r"search space 'mine.exits' raised SystemExit: 3; fix the function"),
+    ],
+)
+def test_a_users_space_function_that_raises_is_a_user_error_naming_it(tmp_path, func, message):
+    (tmp_path / "mine.py").write_text(RAISING_SPACES)
+    study = load_study(f"{tmp_path / 'mine.py'}:{func}")
+    with pytest.raises(UserError, match=message) as info:
+        describe_space(study.space)
+    assert "\n" not in str(info.value)
+
+
+def test_a_registered_space_that_raises_is_a_bug_not_a_user_error():
+    def broken(trial):
+        raise KeyError("lr")
+
+    broken.__module__ = "search_spaces.digits"
+    with pytest.raises(KeyError) as info:
+        describe_space(broken)
+    assert not isinstance(info.value, UserError)

@@ -163,5 +163,7 @@ def test_a_disk_that_fills_during_a_sweep_is_one_line_and_resume_loses_nothing(t
 def test_confirmation_seeds_of_a_sweep_seeded_at_the_top_stay_in_range():
     from sweep.cli import MAX_SEED
     from sweep.confirm import confirm_seeds
+    from trainables.config import SEED_MAX
 
+    assert MAX_SEED == SEED_MAX  # the CLI refuses what a trial would
     assert confirm_seeds(MAX_SEED - 1, 3) == [MAX_SEED, 0, 1]  # fresh, paired, and a seed every trial takes

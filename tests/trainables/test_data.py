@@ -274,3 +274,20 @@ def test_unreadable_dataset_files_are_user_errors(tmp_path):
     (tmp_path / "labels.csv").write_text("clip,label,split\nx,dog,training\n")
     with pytest.raises(UserError, match="line 2: split 'training' is not one of"):
         _read_labels(str(tmp_path), "labels.csv")
+
+
+def test_label_and_caption_files_that_are_not_text_are_user_errors(tmp_path):
+    from trainables.audio_text_data import _read_clotho_csv
+    from trainables.audio_visual_data import _read_labels
+    from trainables.errors import UserError
+
+    (tmp_path / "labels.csv").write_bytes(b"clip,label,split\n\xff\xfe\x00bad\n")
+    with pytest.raises(UserError, match="is not a readable UTF-8 CSV"):
+        _read_labels(str(tmp_path), "labels.csv")
+    captions = tmp_path / "captions.csv"
+    captions.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(UserError, match="is not a readable UTF-8 CSV"):
+        _read_clotho_csv(str(captions))
+    captions.write_text("caption_1,file_name\na dog barks\n")  # a short row: file_name left None
+    with pytest.raises(UserError, match="line 2: empty file_name"):
+        _read_clotho_csv(str(captions))
