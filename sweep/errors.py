@@ -94,10 +94,6 @@ def detach() -> None:
     _Where.path, _Where.handler = None, None
 
 
-def log_path() -> Path | None:
-    return _Where.path
-
-
 def storage_problem(exc: BaseException) -> str | None:
     """One line for a storage failure anywhere in ``exc``'s chain (an OSError, or SQLite saying the disk is full),
     else None. Ray re-raises a worker's OSError as a subclass of it, so those are found too."""
