@@ -1,6 +1,6 @@
 """The studies of ``benchmarks/search_efficiency.py``: the seed papers' grid and the same space searched.
 
-Four image strategies on the embedded digits, lr and temperature fixed at the project's defaults (``TrialConfig``:
+Four image strategies on the embedded digits, lr and temperature fixed at the project's defaults (``ImageConfig``:
 lr 1e-3, temperature 0.5, both inside the ``digits`` study's ranges), everything else as the ``digits`` study fixes it.
 
 - ``GRID_INFONCE``, ``GRID_DEBIASED``, ``GRID_HARD``, ``GRID_SOFT_POSITIVE``: the reference, every configuration

@@ -48,7 +48,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune prog
 import torch  # noqa: E402
 
 from trainables.files import write_atomic  # noqa: E402
-from trainables.strategies import STRATEGIES  # noqa: E402
+from trainables.strategies import TWO_VIEW_STRATEGIES as STRATEGIES  # noqa: E402
 
 # the strategies this step runs faithfully: plain two-view batches, only the negative weighting differs
 LOSSES = tuple(name for name, s in STRATEGIES.items() if (s.positive, s.sampler) == ("same_instance", "random"))
@@ -102,9 +102,9 @@ def _trial(config: dict) -> None:
 
     from trainables.accel import Accel
     from trainables.augment import make_augment
+    from trainables.loop import optimizer_step
     from trainables.losses import two_view_loss
     from trainables.models import ContrastiveModel
-    from trainables.train import optimizer_step
 
     cuda = config["cuda"]
     torch.set_num_threads(config["threads"])

@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python benchmarks/orchestration.py [--smoke] [--reuse-ray] [--out PATH] [--keep DIR]``
 (about 3 minutes on the 2-core development machine, 5 with ``--reuse-ray``; ``--smoke``: about 1).
 
-(a) *loop*: a fresh Python process runs the 16 trials one after another with ``trainables.train.run_trial`` and a
+(a) *loop*: a fresh Python process runs the 16 trials one after another with ``trainables.loop.run_trial`` and a
 report callback that only keeps the metrics (no checkpoint, no Ray), 1 torch thread per trial: 1 of the 2 cores.
 (b) *sweep*: the real CLI as a subprocess, ``sweep run --space benchmarks/orchestration_space.py:STUDY
 --max-concurrent 2 --cpus-per-trial 1 --seed 0`` (a FIFO grid: the same 16 configurations, each to its full 4
@@ -97,14 +97,15 @@ def trial_configs(smoke: bool) -> list[dict[str, Any]]:
 def _loop_child(configs_path: str, out_path: str) -> None:
     """(a), in its own process: the trials one after another, no Ray, no checkpoint."""
     started = time.time()
-    from trainables.train import run_trial
+    from trainables.loop import run_trial
+    from trainables.tasks import build_trial
 
     imported = time.time()
     trials = []
     for config in json.loads(Path(configs_path).read_text()):
         rows: list[dict[str, Any]] = []
         start = time.time()
-        run_trial(config, lambda m, s, rows=rows: rows.append({
+        run_trial(build_trial(config), lambda m, s, rows=rows: rows.append({
             "epoch": m["epoch"], "time_train_s": m["time_train_s"], "time_eval_s": m["time_eval_s"],
             "timestamp": time.time()}))
         trials.append({"config": config, "start": start, "end": time.time(), "history": rows})

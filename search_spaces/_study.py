@@ -20,7 +20,7 @@ class Study:
     name: str
     description: str
     space: SpaceFn
-    metric: str | None = None  # None: the task's own (trainables.config.METRICS)
+    metric: str | None = None  # None: the task's own (its Task record's)
     mode: str | None = None
     num_samples: int = 20  # default trial budget of `sweep run`
     scheduler: str = "asha"  # "asha" (early stopping on the epoch) or "fifo" (every trial to full budget)

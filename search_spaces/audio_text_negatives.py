@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from search_spaces._study import Study
-from trainables.strategies import AUDIO_TEXT_STRATEGIES
+from trainables.tasks import TASKS
 
 FIXED: dict[str, Any] = {
     "task": "audio_text",
@@ -21,7 +21,7 @@ FIXED: dict[str, Any] = {
 def space(trial: optuna.Trial) -> dict[str, Any]:
     """Scientific: the selection. Nuisance: lr, and the margin (hinge) or the temperature (InfoNCE). Hardness knob:
     semi-hard's rule, Xie's nearest score or FaceNet's band."""
-    strategy = trial.suggest_categorical("strategy", list(AUDIO_TEXT_STRATEGIES))
+    strategy = trial.suggest_categorical("strategy", list(TASKS["audio_text"].strategies))
     trial.suggest_float("lr", 3e-4, 3e-3, log=True)
     if strategy == "infonce":
         trial.suggest_float("temperature", 0.02, 0.5, log=True)

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from search_spaces._study import Study, suggest_knobs
-from trainables.strategies import AUDIO_VISUAL_STRATEGIES
+from trainables.tasks import TASKS
 
 # Hardness knobs swept per strategy; sp50 and pl_sp keep their preset values (that is what makes them presets).
 SWEPT = {
@@ -30,7 +30,7 @@ FIXED: dict[str, Any] = {
 
 def space(trial: optuna.Trial) -> dict[str, Any]:
     """Scientific: the strategy. Nuisance: lr, temperature. Conditional: the strategy's hardness knob."""
-    strategy = trial.suggest_categorical("strategy", list(AUDIO_VISUAL_STRATEGIES))
+    strategy = trial.suggest_categorical("strategy", list(TASKS["audio_visual"].strategies))
     trial.suggest_float("lr", 3e-4, 3e-3, log=True)
     trial.suggest_float("temperature", 0.03, 0.3, log=True)  # Wang's 0.07 inside
     suggest_knobs(trial, strategy, SWEPT, RANGES)

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from search_spaces._study import Study, suggest_knobs
-from trainables.strategies import STRATEGIES
+from trainables.tasks import TASKS
 
 # Hardness knobs swept per strategy. Presets (sp50, sp70, pl_sp) keep theirs fixed: that is what makes them presets.
 SWEPT = {
@@ -38,7 +38,7 @@ FIXED: dict[str, Any] = {
 
 def space(trial: optuna.Trial) -> dict[str, Any]:
     """Scientific: strategy. Nuisance: lr, temperature. Conditional: the strategy's hardness knobs."""
-    strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    strategy = trial.suggest_categorical("strategy", list(TASKS["image"].strategies))
     trial.suggest_float("lr", 3e-4, 1e-2, log=True)
     trial.suggest_float("temperature", 0.1, 1.0, log=True)
     suggest_knobs(trial, strategy, SWEPT, RANGES)

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from search_spaces._study import Study
-from trainables.strategies import TEMPORAL_STRATEGIES
+from trainables.tasks import TASKS
 
 FIXED: dict[str, Any] = {
     "task": "temporal",
@@ -21,7 +21,7 @@ FIXED: dict[str, Any] = {
 def space(trial: optuna.Trial) -> dict[str, Any]:
     """Scientific: the strategy, and for `time` the sequence's knobs (p_change_room, crop_number, delta); the label
     alignment on or off for both. Nuisance: lr, temperature."""
-    strategy = trial.suggest_categorical("strategy", list(TEMPORAL_STRATEGIES))
+    strategy = trial.suggest_categorical("strategy", list(TASKS["temporal"].strategies))
     trial.suggest_float("lr", 3e-4, 3e-3, log=True)
     trial.suggest_float("temperature", 0.05, 0.5, log=True)  # the paper's 0.1 inside
     if strategy == "time":

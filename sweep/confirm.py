@@ -429,7 +429,7 @@ def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Seque
                         out=out, seeds=True)
     interrupt = runner.Interrupt()
     runner.fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt,
-               out=out)
+               out=out, task=p.task)
     if searcher.failed:
         plan["failed"].update({str(k): v for k, v in searcher.failed.items()})
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))

@@ -29,7 +29,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from sweep.ranking import TrialRecord, finite, rank
-from trainables.strategies import KNOBS, STRATEGIES
+from trainables.strategies import KNOBS
+from trainables.tasks import TASKS
 
 DPI = 100
 WIDTH = 10.0  # inches: wide enough for four small panels, narrow enough for a report column
@@ -101,8 +102,9 @@ def report_figures(
 
 
 def strategy_colours(strategies: Iterable[str]) -> dict[str, Any]:
-    """One colour per strategy, fixed by the registry's order, so a strategy keeps its colour from sweep to sweep."""
-    known = list(STRATEGIES)
+    """One colour per strategy, fixed by the registry's order (the tasks', in turn), so a strategy keeps its colour
+    from sweep to sweep."""
+    known = list(dict.fromkeys(name for task in TASKS.values() for name in task.strategies))
     tab10, extra = colormaps["tab10"].colors, colormaps["Dark2"].colors
     unknown = sorted({s for s in strategies if s not in known})
     colours = {s: tab10[i % len(tab10)] for i, s in enumerate(known)}

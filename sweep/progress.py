@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ray.tune import Callback
 
-from sweep.ranking import describe_config
+from sweep.ranking import NUISANCE, describe_config
 from trainables.tune_entry import RESUME_KEY, TRIAL_KEY
 
 
 class Progress(Callback):
     def __init__(
-        self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout, seeds: bool = False
+        self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout, seeds: bool = False,
+        searched: Callable[[int], Iterable[str]] | None = None,
     ) -> None:
         self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
         self.seeds = seeds  # name trials by strategy and seed (`sweep confirm` runs one config under several)
         self.ended = done  # trials finished in earlier sessions count towards the total
         self.t0 = time.perf_counter()
+        self.searched = searched  # a trial number -> what its study searched; None: the nuisance parameters
 
     def _print(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", file=self.out, flush=True)
@@ -30,7 +33,9 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         how = "resume" if trial.config.get(RESUME_KEY) else "start "
-        self._print(f"{how} {self._name(trial)} {describe_config(trial.config)}")
+        number = trial.config.get(TRIAL_KEY)
+        searched = self.searched(number) if self.searched is not None and number is not None else NUISANCE
+        self._print(f"{how} {self._name(trial)} {describe_config(trial.config, searched)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1

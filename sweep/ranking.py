@@ -13,47 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-HIDDEN_CONFIG_KEYS = {
-    "strategy",
-    "epochs",
-    "dataset",
-    "data_root",
-    "limit",
-    "device",
-    "num_threads",
-    "seed",
-    "batch_size",
-    "encoder",
-    "width",
-    "proj_hidden_dim",
-    "proj_dim",
-    "probe_epochs",
-    "knn_k",
-    "eval_every",
-    "evaluate_test",
-    "image_size",
-    "task",
-    "weight_decay",
-    "sweep_trial",
-    "sweep_session",
-    "sweep_resume",
-    "n_mels",
-    "score",
-    "word_dim",
-    "word_vectors",
-    "conv_width",
-    "gru_units",
-    "frames",
-    "frame_size",
-    "audio_width",
-    "video_width",
-    "finetune_epochs",
-    "ood_root",
-    "objects_per_category",
-    "context_json",
-    "room_map",
-    "label_temperature",
-}
+from trainables.strategies import KNOBS
+
+# What every study tunes under each strategy (search_spaces: the nuisance parameters), shown where a configuration
+# comes without the record of what its study searched (a `sweep confirm` finalist).
+NUISANCE = ("lr", "temperature")
 
 
 # A trial's state in words, from its Optuna state: ASHA-stopped trials are PRUNED, NaN/collapse/errors FAIL.
@@ -67,6 +31,7 @@ class TrialRecord:
     history: list[dict[str, Any]]  # one dict per reported epoch, in order
     status: str = ""  # finished (full budget), stopped (early, by the scheduler or a time budget), failed, running
     reason: str = ""  # why it stopped or failed
+    searched: tuple[str, ...] = ()  # the parameters its study searched (Optuna's params), the strategy included
 
     @property
     def last(self) -> dict[str, Any]:
@@ -94,6 +59,7 @@ def records_from(study: Any, saved: Mapping[int, Any]) -> list[TrialRecord]:
                 history=list(saved[t.number].history) if t.number in saved else [],
                 status=STATUS_OF[t.state.name],
                 reason=str(t.user_attrs.get("reason", "")),
+                searched=tuple(t.params),
             )
         )
     return records
@@ -161,11 +127,13 @@ def _or(x: float) -> float:
     return x if finite(x) else -math.inf
 
 
-def describe_config(config: dict[str, Any]) -> str:
-    """The tuned part of a configuration, short: lr, temperature and the strategy's knobs."""
+def describe_config(config: Mapping[str, Any], searched: Iterable[str] = NUISANCE) -> str:
+    """The tuned part of a configuration, short: what its study searched (the strategy aside, it is named
+    beside) and the strategy's knobs, searched or at their preset's values."""
+    shown = set(searched) - {"strategy"}
     parts = []
     for key, value in config.items():
-        if key in HIDDEN_CONFIG_KEYS:
+        if key not in shown and key not in KNOBS:
             continue
         parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
@@ -186,7 +154,7 @@ def table(rows: Sequence[Row], metric: str, max_epochs: int) -> tuple[list[str],
         stop = row.best.last.get("stop_reason") if row.best else ""
         if stop:
             note += f" ({stop})"
-        config = describe_config(row.best.config) if row.best else ""
+        config = describe_config(row.best.config, row.best.searched) if row.best else ""
         cells.append([str(i), row.strategy, score + note, f"{row.epochs}/{max_epochs}",
                       f"{row.trials} ({row.early_stopped}, {row.failed})", str(row.spent), config])
     return header, cells

@@ -28,14 +28,12 @@ import yaml
 
 from sweep import confirm, ledger, plots, ranking
 from sweep.storage import check_writable, is_uri, join, resolve_storage, write_atomic
-from trainables.config import PAPER_COLUMNS
+from trainables.tasks import DEFAULT_TASK, TASKS
 
 REPORT_DIR = "report"
 # The columns other tools may rely on, first in every row of trials.parquet.
 KEY_COLUMNS = ("trial_id", "epoch", "strategy", "state", "timestamp", "node_id")
 CONFIG_PREFIX = "config."
-# Per task: (knob, scores) of the figure the seed paper is about.
-PAPER_FIGURES = {"temporal": ("p_change_room", ("ooo_category", "ooo_context", "ooo_object"))}
 # Where a row was computed, not what it measured: kept out of the metric columns' way, but kept.
 _WHERE = ("trial", "session", "hostname", "pid", "num_threads")
 
@@ -229,9 +227,9 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "strategy", "sweep_trial", "seed", "state")))
     rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") == "asha" else []
     figures = plots.report_figures(records, metric, mode, epochs, rungs)
-    if plan.get("task") in PAPER_FIGURES:  # the seed paper's own figure, e.g. odd-one-out levels against p_change_room
-        knob, levels = PAPER_FIGURES[plan["task"]]
-        extra = plots.levels_figure(records, levels, knob, epochs)
+    task = TASKS.get(plan.get("task", DEFAULT_TASK))
+    for paper in task.figures if task else ():  # the seed paper's own figure, e.g. odd-one-out against p_change_room
+        extra = plots.levels_figure(records, paper.scores, paper.knob, epochs)
         figures += [extra] if extra is not None else []
     if confirmed is not None and confirmed.runs_done:
         figures.insert(0, plots.confirm_figure(confirmed))
@@ -296,7 +294,8 @@ class Page:
         header, cells = ranking.table(self.rows, metric, epochs)
         out.append((f"Ranking by validation {metric}", [("p", self.summary), ("table", (header, cells,
                     ranking.RANKING_ALIGN)), ("p", self.caveat)]))
-        columns = PAPER_COLUMNS.get(self.plan.get("task", "image"), ())
+        task = TASKS.get(self.plan.get("task", DEFAULT_TASK))
+        columns = task.columns if task else ()
         if len(columns) > 1:
             h, c = ranking.paper_table(self.rows, columns)
             text = ("Every validation score of each strategy's best trial (the one ranked above), at the epoch it "
@@ -326,7 +325,7 @@ class Page:
                                                                               "lr"))]))
         if self.problems:
             cells = [[str(r.number), str(r.config.get("strategy")), trial_state(r, epochs),
-                      ranking.describe_config(r.config)] for r in self.problems]
+                      ranking.describe_config(r.config, r.searched)] for r in self.problems]
             out.append(("Failed and cut trials", [("table", (["trial", "strategy", "state", "configuration"], cells,
                                                               "r"))]))
         files = (

@@ -27,9 +27,8 @@ from optuna.trial import TrialState
 from search_spaces import Study, describe_space, load_study
 from sweep import errors, ledger, ranking
 from sweep.storage import check_writable, command, is_uri, join, read_text, resolve_storage, write_atomic
-from trainables.config import METRICS, parse_config
 from trainables.errors import UserError
-from trainables.train import check_data
+from trainables.tasks import DEFAULT_TASK, get_task, parse_config
 
 # Ray's own snapshots are not what a resume reads, but keep them fresh for anyone who looks.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
@@ -65,24 +64,14 @@ class SweepSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-# `--smoke-test`, per task: seconds, not minutes (a sliver of the data, a tiny encoder, a cheap probe).
-SMOKE: dict[str, dict[str, Any]] = {
-    "image": {"limit": 200, "width": 8, "proj_hidden_dim": 32, "proj_dim": 16, "probe_epochs": 20, "batch_size": 32},
-    "audio_text": {"limit": 30, "conv_width": 4, "gru_units": 8, "n_mels": 16, "batch_size": 16},
-    "audio_visual": {"limit": 60, "audio_width": 4, "video_width": 4, "n_mels": 16, "batch_size": 20,
-                     "probe_epochs": 10, "finetune_epochs": 1},
-    "temporal": {"objects_per_category": 10, "width": 4, "proj_hidden_dim": 32, "proj_dim": 16, "batch_size": 32},
-}
-
-
-def trial_overrides(s: SweepSettings, task: str = "image") -> dict[str, Any]:
+def trial_overrides(s: SweepSettings, task: str = DEFAULT_TASK) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": s.seed}
     if s.epochs is not None:
         out["epochs"] = s.epochs
     if s.data_root is not None:
         out["data_root"] = s.data_root
     if s.smoke_test:
-        out.update(SMOKE[task], epochs=s.epochs or 2)
+        out.update(get_task(task).smoke, epochs=s.epochs or 2)
     return {**out, **s.overrides}
 
 
@@ -228,15 +217,15 @@ def plan(s: SweepSettings) -> Plan:
                 f"--set strategy={pinned} is not a strategy of this sweep; choose from {', '.join(strategies)}"
             )
         strategies = (pinned,)
-    overrides = trial_overrides(s, fixed.get("task", "image"))
+    overrides = trial_overrides(s, fixed.get("task", DEFAULT_TASK))
     for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
         _check_trial(study, strategy, fixed, overrides, every)
     cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
-    check_data(cfg)
+    task = get_task(cfg.task)
+    task.check_data(cfg)
     if not s.address:  # a local Ray: its trials run on this machine, so what they would refuse is refused here
         _check_local_trial(cfg)
-    metric, mode = METRICS[cfg.task]
-    study = replace(study, metric=study.metric or metric, mode=study.mode or mode)
+    study = replace(study, metric=study.metric or task.metric, mode=study.mode or task.mode)
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
         raise UserError(f"`--num-samples` is {num_samples} but must be >= 1")
@@ -247,7 +236,7 @@ def plan(s: SweepSettings) -> Plan:
 
 def _check_local_trial(cfg: Any) -> None:
     """The device and precision a trial would resolve in its worker, resolved here first (the fix, in one line)."""
-    from trainables.train import resolve_device
+    from trainables.loop import resolve_device
 
     device = resolve_device(getattr(cfg, "device", "auto"))
     if getattr(cfg, "precision", "auto") == "bf16":
@@ -566,8 +555,10 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
             resume=resumable,
             log=lambda msg: print(msg, file=out, flush=True),
         )
-        progress = Progress(n, epochs, p.study.metric, done=done, out=out)
-        wall = fit(s, p.study, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget, out)
+        progress = Progress(n, epochs, p.study.metric, done=done, out=out,
+                            searched=lambda number: study.get_trials(deepcopy=False)[number].params)
+        wall = fit(s, p.study, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget, out,
+                   task=p.task)
 
     saved = ledger.newest_checkpoints(exp)
     unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -613,8 +604,13 @@ def fit(
     interrupt: Interrupt,
     budget: float | None = None,
     out=sys.stdout,
+    task: str = DEFAULT_TASK,
 ) -> float:
-    """One Tune run of ``num_samples`` trials from ``searcher`` in ``exp/session-K``; returns its wall time."""
+    """One Tune run of ``num_samples`` trials from ``searcher`` in ``exp/session-K``; returns its wall time.
+
+    The workers get the task's record from here, not from their own registry: a task the driver registered (a
+    user's, outside the project) trains on every node as it does on this one.
+    """
     import ray
     from ray import tune
 
@@ -628,7 +624,7 @@ def fit(
     print(f"resources: {cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "") + f" per trial, {concurrent} at a time "
           f"(Ray has {where} now)", file=out)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
+        tune.with_resources(tune.with_parameters(trainable, task=get_task(task)), {"cpu": cpus, "gpu": gpus}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,  # metric and mode set on it and on the searcher; TuneConfig must not repeat them

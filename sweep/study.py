@@ -32,8 +32,8 @@ from ray.tune.search import Searcher
 from sweep.errors import is_storage_fault
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
 from sweep.ranking import default_grace_period, finite
-from trainables.config import parse_config
 from trainables.errors import UserError
+from trainables.tasks import parse_config
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
 TIME_ATTR = "epoch"  # reported by every trial, 1-based: ASHA's time unit and Optuna's step

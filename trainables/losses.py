@@ -86,14 +86,19 @@ def two_view_loss(z1: Tensor, z2: Tensor, strategy: str, temperature: float, **p
             allowed = ", ".join(spec.loss_knobs) or "none"
             raise ValueError(f"`{key}` is not a loss knob of strategy '{strategy}' (loss knobs: {allowed})")
     knobs = spec.resolve(params)
+    return weighted_loss(z1, z2, spec.weighting, temperature, **{k: knobs[k] for k in spec.loss_knobs})
+
+
+def weighted_loss(z1: Tensor, z2: Tensor, weighting: str, temperature: float, **knobs: object) -> Tensor:
+    """:func:`two_view_loss` by the weighting part's name (a key of ``NEGATIVE_WEIGHTINGS``) and its checked knobs:
+    what a task's trial calls once its preset is resolved."""
     check_positive(temperature, "temperature")
     check_pair(z1, z2, "z1 and z2")
     if z1.dtype in (torch.float16, torch.bfloat16):  # cosines divided by a small t need float32 resolution
         z1, z2 = z1.float(), z2.float()
-    weighting = NEGATIVE_WEIGHTINGS[spec.weighting]
     with torch.autocast(z1.device.type, enabled=False):  # for the same reason, not in half under autocast
         pos, neg = similarity_parts(z1, z2)
-        return weighting(pos, neg, float(temperature), **{k: knobs[k] for k in spec.loss_knobs}).mean()
+        return NEGATIVE_WEIGHTINGS[weighting](pos, neg, float(temperature), **knobs).mean()
 
 
 def infonce(pos: Tensor, neg: Tensor, temperature: float) -> Tensor:

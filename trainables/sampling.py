@@ -15,7 +15,7 @@ the ``np.random.Generator`` (or seed) passed in, and uses only numpy and scikit-
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -338,5 +338,43 @@ SAMPLERS: dict[str, Callable[..., list[np.ndarray]]] = {
 }
 POSITIVES: dict[str, Callable[..., np.ndarray]] = {
     "same_instance": same_instance,
+    "cross_modal": same_instance,  # the item's own other modality: the same index, in the other tensor
     "soft_class": soft_class,
 }
+
+
+class Positives:
+    """A preset's positive constructor over one trial's labelled items (the image and audio-visual tasks).
+
+    ``soft_class`` draws partners by the label source's labels: the true ones, noisy ones drawn once per trial
+    (as Wang et al.'s fixed SP70 file) or k-means pseudo-labels of the current embeddings, refreshed every epoch.
+    """
+
+    def __init__(self, name: str, knobs: Mapping[str, Any], labels: np.ndarray, num_classes: int, seed: int) -> None:
+        self.construct, self.knobs, self.labels = POSITIVES[name], dict(knobs), _as_labels(labels)
+        self.num_classes, self.seed = num_classes, seed
+        self.noisy = self._resolve(np.random.default_rng([seed, 7])) if knobs.get("label_source") == "noisy" else None
+
+    @property
+    def by_label(self) -> bool:
+        """Whether partners depend on labels (then each epoch records their purity)."""
+        return "label_source" in self.knobs
+
+    def _resolve(self, rng: np.random.Generator, features: Any = None) -> np.ndarray:
+        return resolve_partner_labels(
+            self.knobs["label_source"], self.labels, label_accuracy=self.knobs["label_accuracy"],
+            n_clusters=self.knobs["n_clusters"], rng=rng, features=features, num_classes=self.num_classes,
+        )
+
+    def epoch(self, epoch: int, features: Callable[[], Any]) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+        """The partner of each anchor this epoch; ``features()`` (the current embeddings) is called only for
+        pseudo-labels. Grouped once per epoch: soft partners are drawn from the whole dataset, not the batch."""
+        if not self.by_label:
+            index: np.ndarray | LabelIndex = self.labels
+        elif self.noisy is not None:
+            index = LabelIndex(self.noisy)
+        else:
+            source = self.knobs["label_source"]
+            index = LabelIndex(self._resolve(np.random.default_rng([self.seed, epoch]),
+                                             features() if source == "pseudo" else None))
+        return lambda anchors, rng: self.construct(anchors, index, rng, **self.knobs)

@@ -9,8 +9,9 @@ Every method this project sweeps is a choice of
 
 A strategy fixes the parts and gives default values to their knobs; the knobs stay free, so a search space can
 sweep ``tau_plus`` or ``sp_ratio`` under any strategy that has them. The registry key, the config value and the CLI
-choice are the same string everywhere. Each task has its own registry (``TASK_STRATEGIES``): ``infonce`` is the same
-idea in the image task (two views) and in the audio-text task (a clip and its caption), so it is the same name.
+choice are the same string everywhere. Each task has its own presets (its Task record's ``strategies``):
+``infonce`` is the same idea in the image task (two views) and in the audio-text task (a clip and its caption), so it
+is the same name.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ FAMILY_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     # softmax_labels: NT-Xent plus Aubret et al.'s label alignment (NT-Xent between images and embedded one-hots)
     {"softmax": (), "hinge": ("margin",), "softmax_labels": ("label_weight",)}
 )
-FAMILIES = tuple(FAMILY_KNOBS)
+# The four parts, in the order a preset names them; each task implements some members of each (its Task record).
+PARTS = ("positive", "sampler", "weighting", "family")
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ class Strategy:
         return {key: KNOBS[key].check(key, merged[key]) for key in self.knobs}
 
 
-def _preset(
+def preset(
     name: str, positive: str, sampler: str, weighting: str, doc: str, family: str = "softmax", **defaults: Any
 ) -> Strategy:
     strategy = Strategy(name, positive, sampler, weighting, family, MappingProxyType(defaults), doc)
@@ -246,17 +248,18 @@ def _preset(
     return strategy
 
 
-_SOFT = {"label_accuracy": 1.0, "n_clusters": 10}
+SOFT_DEFAULTS = {"label_accuracy": 1.0, "n_clusters": 10}
 
-# The image (two-view) strategies. One line each; the table in the README is generated from `doc`.
-STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+# The two-view strategies: the image task's presets, and the names the public loss API
+# (`trainables.losses.two_view_loss`) takes, so they live here with the shared parts. One line each.
+TWO_VIEW_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     {
         s.name: s
         for s in (
-            _preset(
+            preset(
                 "infonce", "same_instance", "random", "all", "SimCLR NT-Xent: every other view is a negative"
             ),
-            _preset(
+            preset(
                 "debiased",
                 "same_instance",
                 "random",
@@ -264,7 +267,7 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "DCL (Chuang et al. 2020): subtract tau_plus of the positive mass, clamp at N e^(-1/t)",
                 tau_plus=0.1,
             ),
-            _preset(
+            preset(
                 "hard",
                 "same_instance",
                 "random",
@@ -273,7 +276,7 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 tau_plus=0.1,
                 beta=1.0,
             ),
-            _preset(
+            preset(
                 "semi_hard",
                 "same_instance",
                 "random",
@@ -282,14 +285,14 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 variant="band",
                 margin=0.2,
             ),
-            _preset(
+            preset(
                 "easy_negative",
                 "same_instance",
                 "one_per_class",
                 "all",
                 "Wang et al.: batches of one item per class, so no same-class negative",
             ),
-            _preset(
+            preset(
                 "hard_negative",
                 "same_instance",
                 "single_class",
@@ -297,7 +300,7 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "Wang et al.: every batch from a single class, so every negative is same-class",
                 class_order="fixed",
             ),
-            _preset(
+            preset(
                 "soft_positive",
                 "soft_class",
                 "random",
@@ -305,9 +308,9 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "Wang et al.: positive is another item of the same label with probability sp_ratio",
                 sp_ratio=1.0,
                 label_source="true",
-                **_SOFT,
+                **SOFT_DEFAULTS,
             ),
-            _preset(
+            preset(
                 "sp50",
                 "soft_class",
                 "random",
@@ -315,9 +318,9 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
                 sp_ratio=0.5,
                 label_source="true",
-                **_SOFT,
+                **SOFT_DEFAULTS,
             ),
-            _preset(
+            preset(
                 "sp70",
                 "soft_class",
                 "random",
@@ -325,9 +328,9 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "soft_positive on labels corrupted to 70.7% accuracy (Wang et al.'s SP70)",
                 sp_ratio=1.0,
                 label_source="noisy",
-                **{**_SOFT, "label_accuracy": 0.707},
+                **{**SOFT_DEFAULTS, "label_accuracy": 0.707},
             ),
-            _preset(
+            preset(
                 "pl_sp",
                 "soft_class",
                 "random",
@@ -335,102 +338,15 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                 "soft_positive on k-means pseudo-labels of the current embeddings (Wang et al.'s PL-SP)",
                 sp_ratio=1.0,
                 label_source="pseudo",
-                **_SOFT,
+                **SOFT_DEFAULTS,
             ),
         )
     }
 )
 
 
-def _xie(name: str, weighting: str, doc: str, **defaults: Any) -> Strategy:
-    return _preset(name, "cross_modal", "random", weighting, doc, family="hinge", margin=0.5, **defaults)
-
-
-# The audio-text retrieval strategies (Xie et al., ICASSP 2023, STRATEGIES.md section 3): a margin triplet loss in
-# both directions; the eight selections differ in which in-batch negatives it sees. Other captions of the same clip
-# are never negatives. InfoNCE over the same pairs is the comparison.
-AUDIO_TEXT_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
-    {
-        s.name: s
-        for s in (
-            _preset(
-                "infonce", "cross_modal", "random", "all", "cross-modal InfoNCE, both directions, same-clip captions "
-                "left out of the negatives (the comparison)"
-            ),
-            _xie("random_ns", "uniform_one", "random-NS: one negative drawn at random per direction"),
-            _xie("full_batch_ns", "mean", "full-batch-NS: the hinge averaged over every negative"),
-            _xie("hard_ns", "hard_k", "hard-NS: the highest audio-text score, per direction", select_by="cross", k=1),
-            _xie(
-                "semi_hard_ns",
-                "semi_hard",
-                "semi-hard-NS: the score nearest the positive's (Xie), or FaceNet's band below it",
-                variant="nearest",
-            ),
-            _xie("easy_text_ns", "easy_k", "easy-text-NS: the least similar caption's clip", select_by="text", k=1),
-            _xie("hard_text_ns", "hard_k", "hard-text-NS: the most similar caption's clip", select_by="text", k=1),
-            _xie("easy_audio_ns", "easy_k", "easy-audio-NS: the least similar clip", select_by="audio", k=1),
-            _xie("hard_audio_ns", "hard_k", "hard-audio-NS: the most similar clip", select_by="audio", k=1),
-        )
-    }
-)
-
-def _wang(name: str, positive: str, sampler: str, doc: str, **defaults: Any) -> Strategy:
-    return _preset(name, positive, sampler, "all", doc, **defaults)
-
-
-# The audio-visual strategies (Wang et al., STRATEGIES.md section 4): one cross-modal InfoNCE for all of them; they
-# differ in how a batch is composed and in which clip's video is the positive for audio i.
-AUDIO_VISUAL_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
-    {
-        s.name: s
-        for s in (
-            _wang("random", "cross_modal", "random", "random batches; the positive is the clip's own video"),
-            _wang("easy_negative", "cross_modal", "one_per_class", "one clip per class per batch: no same-class "
-                  "negative"),
-            _wang("hard_negative", "cross_modal", "single_class", "every batch from one class: every negative is "
-                  "same-class", class_order="fixed"),
-            _wang("soft_positive", "soft_class", "random", "the positive video is another clip of the same label "
-                  "with probability sp_ratio", sp_ratio=1.0, label_source="true", **_SOFT),
-            _wang("sp50", "soft_class", "random", "soft_positive with sp_ratio 0.5 (Wang et al.'s SP50)",
-                  sp_ratio=0.5, label_source="true", **_SOFT),
-            _wang("sp70", "soft_class", "random", "soft_positive on labels corrupted to 70.7% accuracy (SP70)",
-                  sp_ratio=1.0, label_source="noisy", **{**_SOFT, "label_accuracy": 0.707}),
-            _wang("pl_sp", "soft_class", "random", "soft_positive on k-means pseudo-labels of the current visual "
-                  "embeddings (standing in for Wang et al.'s ImageNet predictions)", sp_ratio=1.0,
-                  label_source="pseudo", **_SOFT),
-        )
-    }
-)
-
-# The temporal object-similarity strategies (Aubret et al., STRATEGIES.md section 5): NT-Xent at t = 0.1 either on
-# temporal neighbours in a sequence of object views that moves through rooms, or on two augmentations of one frame;
-# the label alignment is a switch (label_weight 0 or 1) on either.
-TEMPORAL_STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
-    {
-        s.name: s
-        for s in (
-            _preset("time", "temporal", "random", "all", "time-based contrast: the positive is a frame up to delta "
-                    "steps away in the sequence, possibly the next object in the same room", family="softmax_labels",
-                    delta=2, crop_number=7.0, p_change_room=0.1, chunk_ratio=0.8, label_weight=0.0),
-            _preset("classic", "same_instance", "random", "all", "SimCLR on single frames: two augmentations of "
-                    "one view", family="softmax_labels", label_weight=0.0),
-        )
-    }
-)
-
-TASK_STRATEGIES: Mapping[str, Mapping[str, Strategy]] = MappingProxyType(
-    {
-        "image": STRATEGIES,
-        "audio_text": AUDIO_TEXT_STRATEGIES,
-        "audio_visual": AUDIO_VISUAL_STRATEGIES,
-        "temporal": TEMPORAL_STRATEGIES,
-    }
-)
-
-
-def get_strategy(name: str, task: str = "image") -> Strategy:
-    """The strategy registered for ``task``, or UserError listing the valid names."""
-    registry = TASK_STRATEGIES.get(task, {})
+def get_strategy(name: str, registry: Mapping[str, Strategy] = TWO_VIEW_STRATEGIES, task: str = "image") -> Strategy:
+    """The strategy ``name`` of a task's ``registry``, or UserError listing the valid names."""
     try:
         return registry[name]
     except (KeyError, TypeError):

@@ -1,6 +1,6 @@
 """The thin Ray boundary: the one module of trainables/ that imports Ray.
 
-It turns :func:`trainables.train.run_trial`'s per-epoch callback into ``tune.report`` with a checkpoint, and a
+It turns :func:`trainables.loop.run_trial`'s per-epoch callback into ``tune.report`` with a checkpoint, and a
 checkpoint back into the state ``run_trial`` resumes from. Each checkpoint holds the trial's state *and its whole
 history so far* (``history.json``), written before the driver hears of the epoch: the newest checkpoint on disk is
 therefore the trial's record of truth, whatever happened to the driver since.
@@ -32,7 +32,9 @@ import torch
 from ray import tune
 
 from trainables.files import HISTORY_FILE, STATE_FILE
-from trainables.train import run_trial
+from trainables.loop import run_trial
+from trainables.task import Task
+from trainables.tasks import DEFAULT_TASK, get_task
 
 # Keys the sweep adds to a trial's config; they say where the trial stands in the sweep, not how it trains.
 TRIAL_KEY = "sweep_trial"  # the trial's number in the sweep (its Optuna trial number), stable across resumes
@@ -51,11 +53,12 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], list[dict[st
     return state, history
 
 
-def trainable(config: dict[str, Any]) -> None:
+def trainable(config: dict[str, Any], task: Task | None = None) -> None:
     """Function trainable for ``tune.Tuner``: one trial, resumed from the newest checkpoint there is.
 
     Ray's own checkpoint (a retry after a worker fault in this session) comes first; else the checkpoint an
-    earlier driver session left on disk (``sweep_resume``); else the trial starts from scratch.
+    earlier driver session left on disk (``sweep_resume``); else the trial starts from scratch. ``task`` is the
+    record the driver sent (a task it registered that this worker's registry may lack); without it, the registry's.
     """
     ctx = tune.get_context()
     config = dict(config)
@@ -65,12 +68,12 @@ def trainable(config: dict[str, Any]) -> None:
         config["num_threads"] = max(1, int(cpus))
     staging = open_stage(ctx.get_trial_id() or "trial")
     try:
-        _run(config, sweep, staging)
+        _run(config, sweep, staging, task)
     finally:  # also on the SystemExit Ray raises in tune.report to stop a trial
         close_stage(staging)
 
 
-def _run(config: dict[str, Any], sweep: dict[str, Any], staging: Path) -> None:
+def _run(config: dict[str, Any], sweep: dict[str, Any], staging: Path, task: Task | None) -> None:
     state, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and sweep[RESUME_KEY]:
@@ -101,7 +104,8 @@ def _run(config: dict[str, Any], sweep: dict[str, Any], staging: Path) -> None:
         tune.report(published, checkpoint=tune.Checkpoint.from_directory(str(stage)))
         shutil.rmtree(stage, ignore_errors=True)
 
-    run_trial(config, report, state=state)
+    record = task if task is not None else get_task(config.get("task", DEFAULT_TASK))
+    run_trial(record.build(record.config.from_dict(config)), report, state=state)
 
 
 # --- checkpoint staging on the worker's local disk ----------------------------------------------------------------

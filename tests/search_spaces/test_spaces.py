@@ -10,13 +10,14 @@ from ray.tune.search import Searcher
 
 from search_spaces import SPACES, describe_space, load_study
 from sweep.study import SweepSearcher, build_config
-from trainables.config import METRICS, TrialConfig, parse_config
 from trainables.errors import UserError
-from trainables.strategies import STRATEGIES
+from trainables.strategies import TWO_VIEW_STRATEGIES as STRATEGIES
+from trainables.tasks import TASKS, parse_config
+from trainables.tasks.image.config import ImageConfig
 from trainables.tune_entry import SWEEP_KEYS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-METRIC, MODE = METRICS["image"]  # the image studies rank on their task's metric
+METRIC, MODE = TASKS["image"].metric, TASKS["image"].mode  # the image studies rank on their task's metric
 
 
 def _searcher(study, *, strategies, num_samples, max_t=12, seed=0, overrides=None, grid=None):
@@ -135,7 +136,7 @@ def test_set_pins_a_searched_parameter_out_of_the_search():
     assert config["lr"] == 0.1 and config["strategy"] == "hard"
     assert "lr" not in trial.params and "strategy" not in trial.params  # Optuna records only what it searched
     assert {"temperature", "tau_plus", "beta"} <= set(trial.params)  # the pinned branch's knobs are searched
-    TrialConfig.from_dict(config)
+    ImageConfig.from_dict(config)
 
 
 def test_set_through_the_searcher_gives_every_trial_the_value():

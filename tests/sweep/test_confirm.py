@@ -19,7 +19,7 @@ from scipy import stats
 
 from sweep import confirm, ledger
 from sweep.ranking import TrialRecord
-from trainables.config import TrialConfig
+from trainables.tasks.image.config import ImageConfig
 
 SWEEP = str(Path(sys.executable).with_name("sweep"))
 METRIC = "linear_acc"
@@ -60,7 +60,7 @@ def test_runs_are_paired_seed_major_and_valid_trial_configs():
     for r in runs:
         assert r.config["seed"] == r.seed and r.config["epochs"] == 12 and r.config["evaluate_test"] is True
         assert r.config["eval_every"] == 12 and r.finalist == (7 if r.strategy == "infonce" else 3)
-        TrialConfig.from_dict(r.config)
+        ImageConfig.from_dict(r.config)
     assert runs[1].config["beta"] == 1.0 and "beta" not in runs[0].config
 
 

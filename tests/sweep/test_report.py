@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 from sweep import ledger
 from sweep.report import KEY_COLUMNS, report
-from trainables.config import TrialConfig
 from trainables.files import HISTORY_FILE, STATE_FILE
+from trainables.tasks.image.config import ImageConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EPOCHS, METRIC = 4, "linear_acc"
@@ -45,10 +45,14 @@ def _fake_sweep(root: Path, name: str = "fake", best_extra: dict | None = None) 
     (exp / ledger.SETTINGS_FILE).write_text(json.dumps(plan))
     study = ledger.create_study(str(exp), name, "max")
     for number, (strategy, knobs, reached, state, scores) in enumerate(TRIALS):
+        study.enqueue_trial({"strategy": strategy})
         trial = study.ask()
+        trial.suggest_categorical("strategy", sorted({t[0] for t in TRIALS}))  # searched, as a study does
         config = {"strategy": strategy, "epochs": EPOCHS, "limit": 100, "width": 8, **knobs}
         if number == 1:  # the best trial
             config.update(best_extra or {})
+        for key in best_extra or {} if number == 1 else ():
+            trial.suggest_categorical(key, [config[key]])
         trial.set_user_attr("config", config)
         history = [
             {"epoch": e, METRIC: s, "loss": 1.0 / e, "stop_reason": "", "trial": number, "session": 0,
@@ -113,7 +117,7 @@ def test_best_config_is_the_best_full_budget_trial_and_a_valid_trial_config(tmp_
     assert config == {"strategy": "hard", "epochs": EPOCHS, "limit": 100, "width": 8, "lr": 0.002,
                       "tau_plus": 0.1, "beta": 1.0, "num_threads": 1}  # the threads of its 1-CPU share
     assert "trial 1" in text.splitlines()[0] and "0.8500" in text.splitlines()[0]
-    TrialConfig.from_dict(config)  # what `sweep train --config` does with it first
+    ImageConfig.from_dict(config)  # what `sweep train --config` does with it first
 
 
 def test_report_copies_the_study_and_writes_the_ranking(tmp_path):

@@ -10,7 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from trainables.strategies import AUDIO_TEXT_STRATEGIES, AUDIO_VISUAL_STRATEGIES
+from trainables.tasks import TASKS
+
+AUDIO_TEXT_STRATEGIES = TASKS["audio_text"].strategies
+AUDIO_VISUAL_STRATEGIES = TASKS["audio_visual"].strategies
 
 SWEEP = str(Path(sys.executable).with_name("sweep"))
 

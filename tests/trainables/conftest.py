@@ -20,7 +20,8 @@ def one_thread():
 def run_collecting(config, state=None):
     """Run a trial without Ray; return its per-epoch metrics and (copied) states, persisted at once as every real
     reporter does, since the state it is handed is live."""
-    from trainables.train import run_trial
+    from trainables.loop import run_trial
+    from trainables.tasks import build_trial
 
     rows, states = [], []
 
@@ -31,7 +32,7 @@ def run_collecting(config, state=None):
         rows.append(metrics)
         states.append(torch.load(buf, weights_only=False))
 
-    run_trial(config, report, state=state)
+    run_trial(build_trial(config), report, state=state)
     return rows, states
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainables.accel import Accel
-from trainables.config import parse_config
+from trainables.tasks import parse_config
 
 
 def test_cpu_runs_fp32_in_the_default_layout():

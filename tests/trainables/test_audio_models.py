@@ -1,4 +1,5 @@
-"""trainables.audio_models: shapes and masks, padding invariance of the CRNN, the masked BatchNorm and per-clip
+"""trainables.tasks.audio_text.models:
+shapes and masks, padding invariance of the CRNN, the masked BatchNorm and per-clip
 upsampling against torch's, which parts train, and one optimisation smoke run."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.audio_models import (
+from trainables.tasks.audio_text.data import PAD_ID
+from trainables.tasks.audio_text.models import (
     AudioTextModel,
     CRNNEncoder,
     MaskedBatchNorm2d,
@@ -16,7 +18,6 @@ from trainables.audio_models import (
     interpolate_frames,
     pool_embeddings,
 )
-from trainables.audio_text_data import PAD_ID
 
 D, MELS = 16, 64
 

@@ -1,4 +1,4 @@
-"""trainables.audio_text_data: the embedded synthetic set (sizes, determinism, captions, word table, features),
+"""trainables.tasks.audio_text.data: the embedded synthetic set (sizes, determinism, captions, word table, features),
 padded batches, and a tiny Clotho root (layout, resampling, split roles, word vectors, clear errors)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.audio_text_data import (
+from trainables.datasets import DatasetNotFoundError
+from trainables.tasks.audio_text.data import (
     CAPTIONS_PER_CLIP,
     DEFAULT_CLIPS,
     PAD_ID,
@@ -26,7 +27,6 @@ from trainables.audio_text_data import (
     log_mels,
     synthetic_vocab,
 )
-from trainables.data import DatasetNotFoundError
 
 SMALL = (12, 4, 4)
 

@@ -1,5 +1,5 @@
 """The audio-visual trial: every strategy trains and scores, batches are composed as claimed, soft partners have
-the purity their labels imply, and a resumed trial continues exactly."""
+the purity their labels imply (resuming and the test split: the task contract, test_tasks.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-import trainables.audio_visual as av
-from trainables.config import parse_config
+import trainables.tasks.audio_visual.trial as av
 from trainables.sampling import SAMPLERS
-from trainables.strategies import AUDIO_VISUAL_STRATEGIES
+from trainables.tasks import TASKS, parse_config
+
+AUDIO_VISUAL_STRATEGIES = TASKS["audio_visual"].strategies
 
 TINY = {
     "task": "audio_visual",
@@ -73,12 +74,3 @@ def test_soft_partners_have_the_purity_their_labels_imply(strategy, knobs, expec
         assert purity is None
     else:
         assert purity == pytest.approx(expected, abs=0.08)
-
-
-def test_resumed_trial_continues_exactly_like_an_uninterrupted_one(collect):
-    config = {**TINY, "strategy": "sp50", "epochs": 3}
-    straight, states = collect(config)
-    resumed, _ = collect(config, state=states[0])
-    assert [r["epoch"] for r in resumed] == [2, 3]
-    for a, b in zip(straight[1:], resumed, strict=True):
-        assert a["loss"] == b["loss"] and a["linear_acc"] == b["linear_acc"]

@@ -1,4 +1,4 @@
-"""trainables.audio_visual_data: the embedded synthetic clips (sizes, determinism, balance, class and instance
+"""trainables.tasks.audio_visual.data: the embedded synthetic clips (sizes, determinism, balance, class and instance
 information in both modalities, the out-of-domain scenes, statistics) and a tiny VGGSound-style root (layout,
 resampling, frame choice, split roles, clear errors)."""
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.audio_visual_data import (
+from trainables.datasets import DatasetNotFoundError
+from trainables.tasks.audio_visual.data import (
     DEFAULT_CLIPS,
     DEFAULT_OOD_CLIPS,
     SCENES,
@@ -21,7 +22,6 @@ from trainables.audio_visual_data import (
     log_mel_transform,
     log_mels,
 )
-from trainables.data import DatasetNotFoundError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

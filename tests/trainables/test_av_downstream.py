@@ -1,4 +1,5 @@
-"""trainables.av_downstream: both protocols beat chance on class-dependent log-mels, leave the given encoder as it
+"""trainables.tasks.audio_visual.downstream:
+both protocols beat chance on class-dependent log-mels, leave the given encoder as it
 was, are functions of their seed, and apply the mel standardisation they are given."""
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.av_downstream import fine_tune, linear_probe
-from trainables.av_models import AudioCNN
+from trainables.tasks.audio_visual.downstream import fine_tune, linear_probe
+from trainables.tasks.audio_visual.models import AudioCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

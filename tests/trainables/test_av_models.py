@@ -1,4 +1,5 @@
-"""trainables.av_models: encoder shapes and input handling, normalised projections, Wang's cross-modal InfoNCE
+"""trainables.tasks.audio_visual.models:
+encoder shapes and input handling, normalised projections, Wang's cross-modal InfoNCE
 against a direct computation and its closed forms, gradients to both branches, and one optimisation smoke run."""
 
 from __future__ import annotations
@@ -8,7 +9,14 @@ import math
 import pytest
 import torch
 
-from trainables.av_models import IMAGENET_MEAN, IMAGENET_STD, AudioCNN, AVModel, FrameEncoder, av_infonce
+from trainables.tasks.audio_visual.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AudioCNN,
+    AVModel,
+    FrameEncoder,
+    av_infonce,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,48 +5,56 @@ import math
 
 import pytest
 
-from trainables.config import TASK_CONFIGS, TrialConfig, parse_config
 from trainables.errors import UserError
-from trainables.strategies import KNOBS, STRATEGIES, TASK_STRATEGIES, get_strategy
-from trainables.train import check_data
+from trainables.strategies import KNOBS, get_strategy
+from trainables.strategies import TWO_VIEW_STRATEGIES as STRATEGIES
+from trainables.tasks import TASKS, parse_config
+from trainables.tasks.image.config import ImageConfig
+
+TASK_STRATEGIES = {name: task.strategies for name, task in TASKS.items()}
+TASK_CONFIGS = {name: task.config for name, task in TASKS.items()}
+
+
+def check_data(cfg):
+    TASKS[cfg.task].check_data(cfg)
 
 
 def test_defaults_make_a_complete_config():
-    cfg = TrialConfig.from_dict({})
+    cfg = ImageConfig.from_dict({})
     assert cfg.strategy == "infonce" and cfg.knobs == {}
 
 
 def test_strategy_knobs_take_the_preset_defaults():
-    cfg = TrialConfig.from_dict({"strategy": "hard"})
+    cfg = ImageConfig.from_dict({"strategy": "hard"})
     assert dict(cfg.knobs) == {"tau_plus": 0.1, "beta": 1.0}
     assert cfg.loss_knobs == {"tau_plus": 0.1, "beta": 1.0}
-    assert TrialConfig.from_dict({"strategy": "sp70"}).knobs["label_accuracy"] == 0.707
+    assert ImageConfig.from_dict({"strategy": "sp70"}).knobs["label_accuracy"] == 0.707
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_round_trips_through_to_dict(name):
-    cfg = TrialConfig.from_dict({"strategy": name})
-    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = ImageConfig.from_dict({"strategy": name})
+    assert ImageConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        TrialConfig.from_dict({}).lr = 1.0
+        ImageConfig.from_dict({}).lr = 1.0
 
 
 def test_unknown_config_key_is_rejected_by_name():
     with pytest.raises(ValueError, match="`learning_rate`"):
-        TrialConfig.from_dict({"learning_rate": 0.1})
+        ImageConfig.from_dict({"learning_rate": 0.1})
 
 
 def test_unknown_strategy_is_rejected_listing_the_valid_ones():
     with pytest.raises(ValueError, match="unknown strategy 'hcl'.*infonce"):
-        TrialConfig.from_dict({"strategy": "hcl"})
+        ImageConfig.from_dict({"strategy": "hcl"})
 
 
 def test_knob_of_another_strategy_is_rejected():
     with pytest.raises(ValueError, match="`beta` is not a knob of strategy 'debiased'"):
-        TrialConfig.from_dict({"strategy": "debiased", "beta": 1.0})
+        ImageConfig.from_dict({"strategy": "debiased", "beta": 1.0})
 
 
 @pytest.mark.parametrize(
@@ -69,7 +77,7 @@ def test_knob_of_another_strategy_is_rejected():
 )
 def test_out_of_range_settings_are_rejected_by_name(key, value):
     with pytest.raises(ValueError, match=f"`{key}`"):
-        TrialConfig.from_dict({key: value})
+        ImageConfig.from_dict({key: value})
 
 
 @pytest.mark.parametrize(
@@ -88,15 +96,15 @@ def test_out_of_range_settings_are_rejected_by_name(key, value):
 )
 def test_out_of_range_knobs_are_rejected_by_name(strategy, key, value):
     with pytest.raises(ValueError, match=f"`{key}`"):
-        TrialConfig.from_dict({"strategy": strategy, key: value})
+        ImageConfig.from_dict({"strategy": strategy, key: value})
 
 
 def test_label_knobs_that_would_do_nothing_are_rejected():
     with pytest.raises(ValueError, match="label_accuracy"):
-        TrialConfig.from_dict({"strategy": "soft_positive", "label_accuracy": 0.5})
+        ImageConfig.from_dict({"strategy": "soft_positive", "label_accuracy": 0.5})
     with pytest.raises(ValueError, match="n_clusters"):
-        TrialConfig.from_dict({"strategy": "sp70", "n_clusters": 5})
-    cfg = TrialConfig.from_dict({"strategy": "soft_positive", "label_source": "noisy", "label_accuracy": 0.5})
+        ImageConfig.from_dict({"strategy": "sp70", "n_clusters": 5})
+    cfg = ImageConfig.from_dict({"strategy": "soft_positive", "label_source": "noisy", "label_accuracy": 0.5})
     assert cfg.knobs["label_accuracy"] == 0.5
 
 
@@ -108,7 +116,7 @@ def test_every_knob_belongs_to_some_strategy():
 def test_every_preset_of_every_task_resolves_with_its_defaults():
     for task, registry in TASK_STRATEGIES.items():
         for name, s in registry.items():
-            assert get_strategy(name, task) is s
+            assert get_strategy(name, registry, task) is s
             assert set(s.resolve({})) == set(s.knobs)
 
 
@@ -192,7 +200,7 @@ def test_a_path_setting_for_the_wrong_dataset_is_a_user_error_before_the_sweep(t
 def test_a_cuda_device_without_cuda_is_a_user_error(monkeypatch):
     import torch
 
-    from trainables.train import resolve_device
+    from trainables.loop import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="`device` is 'cuda' but no CUDA device is visible"):

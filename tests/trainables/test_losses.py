@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from trainables.losses import NEGATIVE_WEIGHTINGS, similarity_parts, two_view_loss
-from trainables.strategies import STRATEGIES, WEIGHTING_KNOBS
+from trainables.strategies import TWO_VIEW_STRATEGIES as STRATEGIES
+from trainables.strategies import WEIGHTING_KNOBS
 
 
 def _views(b: int, d: int, seed: int, noise: float = 0.5, dtype: torch.dtype = torch.float64):
@@ -336,7 +337,7 @@ class TestContract:
 
 
 def test_registry_matches_the_weighting_knobs():
-    # the two-view softmax weightings; the hinge selections of the audio-text task live in trainables.xmodal
+    # the two-view softmax weightings; the audio-text hinge selections live in trainables.tasks.audio_text.losses
     assert set(NEGATIVE_WEIGHTINGS) == {s.weighting for s in STRATEGIES.values()}
     for name, fn in NEGATIVE_WEIGHTINGS.items():
         params = list(inspect.signature(fn).parameters)

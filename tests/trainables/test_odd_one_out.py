@@ -1,4 +1,5 @@
-"""trainables.odd_one_out: clustered embeddings score ~1 at their level and chance elsewhere, random ones ~1/3,
+"""trainables.tasks.temporal.odd_one_out:
+clustered embeddings score ~1 at their level and chance elsewhere, random ones ~1/3,
 both inequalities are needed, the anchor-as-s inflation, skipped anchors, and the contract."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import trainables.odd_one_out as ooo
-from trainables.odd_one_out import LEVELS, odd_one_out, odd_one_out_all, odd_one_out_detail
+import trainables.tasks.temporal.odd_one_out as ooo
+from trainables.tasks.temporal.odd_one_out import LEVELS, odd_one_out, odd_one_out_all, odd_one_out_detail
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,5 @@
-"""trainables.retrieval: hand-ranked examples, pessimistic ties, a sorting reference, chance level, contract."""
+"""trainables.tasks.audio_text.retrieval:
+hand-ranked examples, pessimistic ties, a sorting reference, chance level, contract."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.retrieval import retrieval_metrics
+from trainables.tasks.audio_text.retrieval import retrieval_metrics
 
 KEYS = {"t2a_map", "t2a_r1", "t2a_r5", "t2a_r10", "a2t_map", "a2t_r1", "a2t_r5", "a2t_r10", "a2t_hr1", "a2t_hr5",
         "a2t_hr10", "map_mean"}

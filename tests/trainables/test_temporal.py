@@ -1,5 +1,5 @@
 """The temporal trial: time and classic contrast (with and without label alignment) train and score odd-one-out at
-every level on unseen objects, and a resumed trial continues exactly."""
+every level on unseen objects (resuming and the test split: the task contract, test_tasks.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from trainables.config import parse_config
+from trainables.tasks import parse_config
 
 TINY = {
     "task": "temporal",
@@ -39,18 +39,6 @@ def test_label_alignment_adds_its_loss(collect):
     assert aligned[0]["loss"] > plain[0]["loss"] + 1.0  # an NT-Xent over 2B items adds about log(2B - 1)
 
 
-def test_resumed_trial_continues_exactly_like_an_uninterrupted_one(collect):
-    config = {**TINY, "strategy": "time", "epochs": 3}
-    straight, states = collect(config)
-    resumed, _ = collect(config, state=states[0])
-    assert [r["epoch"] for r in resumed] == [2, 3]
-    for a, b in zip(straight[1:], resumed, strict=True):
-        assert a["loss"] == b["loss"] and a["ooo_mean"] == b["ooo_mean"]
-
-
-def test_test_objects_are_scored_at_the_end(collect):
-    rows, _ = collect({**TINY, "strategy": "classic", "evaluate_test": True, "epochs": 2, "eval_every": 2})
-    assert "test_ooo_mean" not in rows[0] and 0.0 <= rows[-1]["test_ooo_context"] <= 1.0
 
 
 def test_sequence_knobs_belong_to_time_only():

@@ -1,4 +1,4 @@
-"""trainables.temporal_data: the embedded object videos (sizes, determinism, the paper's split rule, room maps and
+"""trainables.tasks.temporal.data: the embedded object videos (sizes, determinism, the paper's split rule, room maps and
 their random control, category / object / time structure in the pixels) and a tiny MVImgNet-style root (index
 layouts, "Uncertain" categories dropped, frame order, clear errors)."""
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from trainables.data import DatasetNotFoundError
-from trainables.temporal_data import (
+from trainables.datasets import DatasetNotFoundError
+from trainables.tasks.temporal.data import (
     ROOM_NAMES,
     TemporalData,
     TemporalSplit,

@@ -1,4 +1,4 @@
-"""trainables.temporal_sequence: clip lengths, room switching, chunk ratio, clip use, boundary crossings against a
+"""trainables.tasks.temporal.sequence: clip lengths, room switching, chunk ratio, clip use, boundary crossings against a
 brute-force enumeration and the closed form, the original code's boundary walk and its statistics, determinism and
 the balanced random room map."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trainables.errors import UserError
-from trainables.temporal_sequence import (
+from trainables.tasks.temporal.sequence import (
     WALKS,
     Clips,
     Sequence,

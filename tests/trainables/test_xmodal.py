@@ -1,4 +1,5 @@
-"""trainables.xmodal: hand-picked selections, hand-computed losses, loop references, gradients, contract."""
+"""trainables.tasks.audio_text.losses:
+hand-picked selections, hand-computed losses, loop references, gradients, contract."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trainables.xmodal import (
+from trainables.tasks.audio_text.losses import (
     SELECTIONS,
     candidate_mask,
     frame_word_scores,

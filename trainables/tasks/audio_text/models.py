@@ -1,8 +1,8 @@
 """Encoders of the audio-text task (Xie et al.): a CRNN over log-mel frames and a word-vector text encoder.
 
 Both map into one space of the word dimension d, one embedding per frame and per word, so that Xie's score (mean
-ReLU frame-word cosine, ``trainables.xmodal``) compares them directly. Every output is L2-normalised at real
-positions and zero at padding, and comes with its mask (True = real).
+ReLU frame-word cosine, ``trainables.tasks.audio_text.losses``) compares them directly. Every output is
+L2-normalised at real positions and zero at padding, and comes with its mask (True = real).
 
 Padding never reaches a real frame: the CRNN re-zeroes padded frames before every convolution, its BatchNorms take
 their statistics over real frames only, the GRU runs on packed sequences and the upsampling is per clip. A clip
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.audio_text_data import PAD_ID
+from trainables.tasks.audio_text.data import PAD_ID
 
 _TIME_POOL = (2, 2, 1)  # the paper's LPPool kernels over time: 4x fewer GRU steps than frames
 _FREQ_POOL = 4  # and over frequency at every stage (64 mels -> 16 -> 4 -> 1)

@@ -24,16 +24,28 @@ import torch.nn.functional as F
 
 from trainables.accel import Accel
 from trainables.augment import SimCLRAugment, make_eval_transform
-from trainables.config import TemporalConfig
 from trainables.evaluation import extract_features
-from trainables.losses import two_view_loss
+from trainables.loop import EpochLog, embedding_spread, epoch_seed, prepare
+from trainables.losses import weighted_loss
 from trainables.models import ContrastiveModel, ProjectionHead
-from trainables.odd_one_out import odd_one_out_all
-from trainables.temporal_data import TemporalData, load_temporal
-from trainables.temporal_sequence import Sequence, sequence_from_frames, temporal_positives
-from trainables.train import COLLAPSE_STD, epoch_result, epoch_seed, optimizer_step, prepare
+from trainables.strategies import WEIGHTING_KNOBS
+from trainables.tasks.temporal import LEVELS
+from trainables.tasks.temporal.config import TemporalConfig
+from trainables.tasks.temporal.data import TemporalData, load_temporal
+from trainables.tasks.temporal.odd_one_out import odd_one_out_all
+from trainables.tasks.temporal.sequence import Sequence, sequence_from_frames, temporal_positives
 
-LEVELS = ("ooo_category", "ooo_context", "ooo_object")
+
+def _same_frame(seq: Sequence, rng: np.random.Generator) -> np.ndarray:
+    """`classic`: the partner is the frame itself, seen through a second augmentation."""
+    return np.arange(len(seq.frames))
+
+
+# The positive constructors over the sequence of views: (sequence, rng, **knobs) -> partner position of each position.
+POSITIVES = {
+    "temporal": lambda seq, rng, delta, **_: temporal_positives(seq, delta, rng),  # the sequence's knobs built it
+    "same_instance": _same_frame,
+}
 
 
 class LabelAlignment(torch.nn.Module):
@@ -74,12 +86,13 @@ class TemporalTrial:
         rng = np.random.default_rng([cfg.seed, epoch])
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         positions = rng.permutation(len(seq.frames))
-        temporal = cfg.strategy_spec.positive == "temporal"
-        partners = temporal_positives(seq, cfg.knobs["delta"], rng) if temporal else np.arange(len(seq.frames))
+        spec = cfg.strategy_spec
+        partners = POSITIVES[spec.positive](seq, rng, **cfg.part_knobs("positive"))
+        weighting_knobs = {k: cfg.knobs[k] for k in WEIGHTING_KNOBS[spec.weighting]}
         net, labels = self.model.contrastive, self.model.labels
         net.train()
         labels.train()
-        losses, weights = [], []
+        log = EpochLog(self.optimizer)
         for start in range(0, len(positions), cfg.batch_size):
             pos = positions[start : start + cfg.batch_size]
             if len(pos) < 2:
@@ -92,16 +105,14 @@ class TemporalTrial:
                 if aligned:
                     y, e = labels(h[: len(pos)], split.category[anchors].to(self.device))
             z1, z2 = z.float().chunk(2)  # the losses in fp32
-            loss = two_view_loss(z1, z2, "infonce", cfg.temperature)
+            loss = weighted_loss(z1, z2, spec.weighting, cfg.temperature, **weighting_knobs)
             if aligned:
-                loss = loss + cfg.knobs["label_weight"] * two_view_loss(
-                    y.float(), e.float(), "infonce", cfg.label_temperature
+                loss = loss + cfg.knobs["label_weight"] * weighted_loss(
+                    y.float(), e.float(), "all", cfg.label_temperature
                 )
-            if not optimizer_step(self.optimizer, loss):
-                return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
-            losses.append(loss.item())
-            weights.append(len(pos))
-        return epoch_result(losses, weights)
+            if not log.step(loss, len(pos)):
+                break
+        return log.result()
 
     @torch.no_grad()
     def evaluate(self, split: str = "val", final: bool = True) -> dict[str, float]:
@@ -118,17 +129,13 @@ class TemporalTrial:
             out.update({prefix + k: float(v) for k, v in scores.items()})
         levels = [out[k] for k in LEVELS if math.isfinite(out[k])]
         out["ooo_mean"] = float(np.mean(levels)) if levels else math.nan
-        if split != "val":
-            return {f"{split}_{k}": v for k, v in out.items()}
-        out["embedding_std"] = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
+        if split == "val":
+            out["embedding_std"] = embedding_spread(z)
         return out
 
     @property
     def eval_transform(self) -> Any:
         return make_eval_transform(self.data.frame_mean, self.data.frame_std)
-
-    def collapsed(self, metrics: dict[str, Any]) -> bool:
-        return metrics["embedding_std"] < COLLAPSE_STD
 
 
 def build(cfg: TemporalConfig) -> TemporalTrial:

@@ -1,6 +1,6 @@
 """The audio-text retrieval task (Xie et al., STRATEGIES.md section 3): build a trial, train an epoch, score a split.
 
-The epoch loop, checkpoints, the collapse check and the reporting are :func:`trainables.train.run_trial`'s; this
+The epoch loop, checkpoints, the collapse check and the reporting are :func:`trainables.loop.run_trial`'s; this
 module supplies what differs. A batch is B caption-level pairs (a clip may appear twice, under two captions); the
 strategy's selection picks the in-batch negatives of a margin triplet loss in both directions (or InfoNCE scores
 them all), and other captions of an anchor's clip are never negatives. Only the audio encoder learns when the word
@@ -12,19 +12,18 @@ seeded the same way, so a trial resumed from epoch k's checkpoint continues as t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainables.audio_models import AudioTextModel, pool_embeddings
-from trainables.audio_text_data import AudioTextData, AudioTextSplit, load_audio_text
-from trainables.config import AudioTextConfig
-from trainables.retrieval import retrieval_metrics
-from trainables.train import epoch_result, epoch_seed, optimizer_step, prepare
-from trainables.xmodal import frame_word_scores, hinge_loss, infonce_loss, pooled_scores
+from trainables.loop import EpochLog, embedding_spread, epoch_seed, prepare
+from trainables.tasks.audio_text.config import AudioTextConfig
+from trainables.tasks.audio_text.data import AudioTextData, AudioTextSplit, load_audio_text
+from trainables.tasks.audio_text.losses import frame_word_scores, hinge_loss, infonce_loss, pooled_scores
+from trainables.tasks.audio_text.models import AudioTextModel, pool_embeddings
+from trainables.tasks.audio_text.retrieval import retrieval_metrics
 
 # Validation scores spread less than this (on the [0, 1] scale of a mean ReLU cosine) tell no clip from another;
 # trained encoders spread them by 0.015-0.045 on the embedded data, collapsed ones by < 1e-4.
@@ -48,7 +47,7 @@ class AudioTextTrial:
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) >= 2]  # a last batch of one pair has no negative
         self.model.train()
-        losses, weights = [], []
+        log = EpochLog(self.optimizer)
         for idx in batches:
             b = split.batch(idx.tolist())
             frames, words = self.model(*(x.to(self.device) for x in (b.mels, b.frame_mask, b.words, b.word_mask)))
@@ -65,11 +64,9 @@ class AudioTextTrial:
                 if by == "text":
                     context["S_tt"] = self._scores(words, wmask, words, wmask).detach()
                 loss = hinge_loss(scores, clips, spec.weighting, margin=margin, **context, **knobs)
-            if not optimizer_step(self.optimizer, loss):
-                return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
-            losses.append(loss.item())
-            weights.append(len(idx))
-        return epoch_result(losses, weights)
+            if not log.step(loss, len(idx)):
+                break
+        return log.result()
 
     def _scores(self, a: torch.Tensor, a_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
         if self.cfg.score == "pooled":
@@ -91,11 +88,9 @@ class AudioTextTrial:
             pooled.append(pool_embeddings(frames, fmask).float().cpu())
         scores = torch.cat(rows)
         metrics = retrieval_metrics(scores, data.caption_clip)
-        if split != "val":
-            return {f"{split}_{k}": v for k, v in metrics.items()}
-        z = torch.cat(pooled)
-        metrics["embedding_std"] = float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
-        metrics["score_std"] = float(scores.std())
+        if split == "val":
+            metrics["embedding_std"] = embedding_spread(torch.cat(pooled))
+            metrics["score_std"] = float(scores.std())
         return metrics
 
     def collapsed(self, metrics: dict[str, Any]) -> bool:

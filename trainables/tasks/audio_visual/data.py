@@ -20,7 +20,8 @@ Datasets:
   folders of images only: this environment has no FFmpeg-backed video decoder (torchvision 0.26 dropped
   ``read_video``; neither PyAV nor torchcodec is installed), so an ``.mp4`` must be extracted to frames first.
 
-Nothing is downloaded: a missing dataset raises :class:`~trainables.data.DatasetNotFoundError` with a one-line fix.
+Nothing is downloaded: a missing dataset raises :class:`~trainables.datasets.DatasetNotFoundError` with a
+one-line fix.
 
 - [0] Wang et al., 2022, Positive and Negative Sampling Strategies for Self-Supervised Learning on Audio-Video
   Data (github.com/shanwangshan/positive-negative-sampling-strategy)
@@ -39,11 +40,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError, require_root
+from trainables.datasets import IMAGE_SUFFIXES, ROLES, DatasetNotFoundError, channel_stats, read_wav, require_root
 from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "vggsound")
-ROLES: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SAMPLE_RATE = {"synthetic": 8000, "vggsound": 16000}  # VGGSound audio is 16 kHz, as Wang uses it
 DEFAULT_CLIPS = (400, 100, 100)  # synthetic in-domain clips per split (train, val, test)
 DEFAULT_OOD_CLIPS = (150, 50, 50)  # synthetic out-of-domain clips per split
@@ -56,7 +56,6 @@ CLIP_SECONDS = 1.0  # Wang's audio input is 1 s
 # Their 128 bands are the pretext default there; 64 (their TAU setting) is ours, to keep CPU trials small.
 WINDOW_S, HOP_S, TOP_DB, AMIN = 0.032, 0.010, 100.0, 1e-10
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _FALLBACK = "or use the embedded `dataset: synthetic`"
 _NO_DOWNLOAD = "nothing is downloaded at run time"
 _LAYOUT = "labels.csv (clip,label,split), audio/<clip>.wav and frames/<clip>/*.png|jpg"
@@ -143,8 +142,9 @@ class AudioVisualData:
     """A dataset split by role, with the statistics the encoders normalise their inputs with.
 
     ``frame_mean`` / ``frame_std`` are per-channel in [0, 1] units (the ``mean`` / ``std`` arguments of
-    ``trainables.av_models.FrameEncoder``); ``mel_mean`` / ``mel_std`` are per mel band, ``(n_mels,)``. Both come
-    from the train split only. ``ood`` is None when a real dataset is loaded without ``ood_root``.
+    ``trainables.tasks.audio_visual.models.FrameEncoder``); ``mel_mean`` / ``mel_std`` are per mel band,
+    ``(n_mels,)``. Both come from the train split only. ``ood`` is None when a real dataset is loaded without
+    ``ood_root``.
     """
 
     name: str
@@ -251,7 +251,7 @@ def load_audio_visual(
     else:
         ood = None
     train = splits[0]
-    frame_mean, frame_std = _frame_stats(train.frames)
+    frame_mean, frame_std = channel_stats(train.frames, dim=2)
     mel_mean, mel_std = _mel_stats(train.mels)
     return AudioVisualData(
         name, *splits, ood, len(class_names), class_names, frame_mean, frame_std, mel_mean, mel_std, rate, n_mels
@@ -327,10 +327,6 @@ def log_mels(waves: torch.Tensor, transform: torch.nn.Module, chunk: int = 128) 
     return torch.cat(out) if out else torch.zeros((0, n_frames, n_mels), dtype=torch.float32)
 
 
-def _frame_stats(frames: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    x = frames.transpose(0, 2).reshape(3, -1).double() / 255.0  # channel-major
-    mean, std = x.mean(dim=1), x.std(dim=1).clamp_min(1e-3)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
 
 
 def _mel_stats(mels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -687,18 +683,6 @@ def _frame_dirs(root: str, rows: Sequence[_Row]) -> dict[str, str]:
     return out
 
 
-def _read_wav(path: str, rate: int) -> torch.Tensor:
-    """Mono float32 at ``rate``; soundfile, because torchaudio 2.11's loader needs torchcodec and FFmpeg."""
-    import soundfile
-    import torchaudio
-
-    try:
-        data, native = soundfile.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, TypeError, ValueError) as err:  # soundfile's LibsndfileError is a RuntimeError
-        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
-                        "replace it with a readable .wav file") from err
-    wave = torch.from_numpy(data.mean(axis=1))
-    return torchaudio.functional.resample(wave, int(native), rate) if int(native) != rate else wave
 
 
 def _centre_window(n: int, width: int) -> tuple[int, int]:
@@ -710,7 +694,7 @@ def _centre_window(n: int, width: int) -> tuple[int, int]:
 def _read_clip_audio(path: str, rate: int) -> tuple[torch.Tensor, float, float]:
     """The centred ``CLIP_SECONDS`` (zero-padded at the end if shorter) and the window's span as fractions of the
     file, so that the frames can be taken from the same time span."""
-    wave = _read_wav(path, rate)
+    wave = read_wav(path, rate)
     width = int(round(CLIP_SECONDS * rate))
     start, end = _centre_window(len(wave), width)
     out = torch.zeros(width, dtype=torch.float32)

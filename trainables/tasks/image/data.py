@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.datasets import DatasetNotFoundError, channel_stats
 from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
@@ -85,9 +86,6 @@ class ImageData:
         return int(self.train.x.shape[-1])
 
 
-class DatasetNotFoundError(UserError):
-    """A dataset's files are not where the user said; the message is one line naming the fix."""
-
 
 def load_image_data(
     name: str,
@@ -140,7 +138,7 @@ def _load_digits(seed: int, val_fraction: float, limit: int | None) -> ImageData
     y = torch.from_numpy(bunch.target.astype(np.int64))
     train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
     train, val, test = (_take(x, y, idx, limit) for idx in (train_idx, val_idx, test_idx))
-    mean, std = _channel_stats(train.x)
+    mean, std = channel_stats(train.x, floor=1e-6)
     return ImageData("digits", train, train, val, test, 10, mean, std)
 
 
@@ -221,26 +219,13 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
     if any(len(split) == 0 for split in splits):
         raise UserError(too_few)
     train, val, test = splits
-    mean, std = _channel_stats(train.x)
+    mean, std = channel_stats(train.x, floor=1e-6)
     return ImageData("imagefolder", train, train, val, test, len(folder.classes), mean, std)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def require_root(data_root: str | None, name: str, layout: str, no_download: str, fallback: str) -> str:
-    """The dataset folder the user gave, expanded; a one-line DatasetNotFoundError when there is none or it is not a
-    folder. Shared by the audio-text, audio-visual and temporal loaders, whose layouts are described by ``layout``."""
-    if data_root is None:
-        raise DatasetNotFoundError(
-            f"{name} needs a data root: pass the folder that holds {layout} ({no_download}), {fallback}"
-        )
-    root = os.path.expanduser(str(data_root))
-    if not os.path.isdir(root):
-        raise DatasetNotFoundError(
-            f"{name} not found under {root}: the folder does not exist (expected {layout} in it; {no_download})"
-        )
-    return root
 
 
 def _require_root(name: str, root: str | None) -> str:
@@ -351,10 +336,6 @@ def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, limit: int | None) 
     return Split(x[idx_t], y[idx_t])
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std of a uint8 batch in [0, 1] units (float64 sums: exact enough for any size)."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
-    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-6).tolist())
 
 
 def _resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:

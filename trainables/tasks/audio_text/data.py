@@ -18,7 +18,8 @@ Datasets:
 - ``clotho``: Clotho v2 from a local folder (see :func:`check_audio_text_dataset` for the layout), with frozen
   vectors from a word2vec/GloVe text file, or without one a table to be learned (``trainable_words``).
 
-Nothing is downloaded: a missing dataset raises :class:`~trainables.data.DatasetNotFoundError` with a one-line fix.
+Nothing is downloaded: a missing dataset raises :class:`~trainables.datasets.DatasetNotFoundError` with a
+one-line fix.
 
 - [0] Xie et al., 2023, On Negative Sampling for Contrastive Audio-Text Retrieval, arXiv:2211.04070
 - [1] Drossos et al., 2020, Clotho: an Audio Captioning Dataset, arXiv:1910.09387
@@ -37,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError, require_root
+from trainables.datasets import DatasetNotFoundError, read_wav, require_root
 from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "clotho")
@@ -613,18 +614,6 @@ def _read_clotho_csv(path: str) -> list[tuple[str, list[str]]]:
         raise UserError(f"{path} is not a readable UTF-8 CSV ({err}); use Clotho's own captions CSV") from None
 
 
-def _read_wav(path: str, rate: int) -> torch.Tensor:
-    """Mono float32 at ``rate``; soundfile, because torchaudio 2.11's loader needs torchcodec and FFmpeg."""
-    import soundfile
-    import torchaudio
-
-    try:
-        data, native = soundfile.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, TypeError, ValueError) as err:  # soundfile's LibsndfileError is a RuntimeError
-        raise UserError(f"cannot decode {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
-                        "replace it with a readable .wav file") from err
-    wave = torch.from_numpy(data.mean(axis=1))
-    return torchaudio.functional.resample(wave, int(native), rate) if int(native) != rate else wave
 
 
 def _load_clotho(
@@ -671,7 +660,7 @@ def _load_clotho(
     for role, _ in CLOTHO_SPLITS:
         mels: list[torch.Tensor] = []
         for start in range(0, len(rows[role]), 32):  # bounds the waveforms held at once (Clotho clips: 15-30 s)
-            part = [_read_wav(wavs[role][name], rate) for name, _ in rows[role][start : start + 32]]
+            part = [read_wav(wavs[role][name], rate) for name, _ in rows[role][start : start + 32]]
             mels += log_mels(part, transform, chunk=32)
         texts, ids = [], []
         caption_clip = []

@@ -23,7 +23,8 @@ Datasets:
 - ``synthetic`` (default, embedded): rendered object videos, see :func:`render_object`;
 - ``mvimgnet``: a local MVImgNet root with a parquet index (layout in :func:`check_temporal_dataset`).
 
-Nothing is downloaded: a missing dataset raises :class:`~trainables.data.DatasetNotFoundError` with a one-line fix.
+Nothing is downloaded: a missing dataset raises :class:`~trainables.datasets.DatasetNotFoundError` with a
+one-line fix.
 
 - [0] Aubret et al., 2024, Learning Object Semantic Similarity with Self-Supervision
   (github.com/neuroai-arena/ObjectSemanticSimilarity)
@@ -43,17 +44,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainables.data import DatasetNotFoundError, require_root
+from trainables.datasets import IMAGE_SUFFIXES, ROLES, DatasetNotFoundError, channel_stats, require_root
 from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("synthetic", "mvimgnet")
-ROLES: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = {"synthetic": 32, "mvimgnet": 64}
 INDEX_FILE = "index.parquet"
 PAPER_INDEX_FILES = {role: f"dataset_{role}_all3.parquet" for role in ROLES}  # construct_mvi.py's output
 DEFAULT_CONTEXT_JSON = "room_assignment.json"
 UNCERTAIN = "uncertain"  # the paper's room for categories it could not place; dropped, compared case-insensitively
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 _FALLBACK = "or use the embedded `dataset: synthetic`"
 _NO_DOWNLOAD = "nothing is downloaded at run time"
@@ -526,7 +525,7 @@ def _load_synthetic(
                 obj.append(c * objects_per_category + j)
                 cat.append(c)
         splits.append(_split(frames, obj, cat, category_room, size))
-    mean, std = _frame_stats(splits[0].frames)
+    mean, std = channel_stats(splits[0].frames)
     return TemporalData(
         "synthetic", *splits, category_room, n_rooms, n_categories, room_names, category_names, mean, std, room_map
     )
@@ -550,10 +549,6 @@ def _split(
     )
 
 
-def _frame_stats(frames: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    x = frames.transpose(0, 1).reshape(3, -1).double() / 255.0
-    mean, std = x.mean(dim=1), x.std(dim=1).clamp_min(1e-3)
-    return tuple(float(m) for m in mean), tuple(float(v) for v in std)  # type: ignore[return-value]
 
 
 # -------------------------------------------------------------------------------------------------- MVImgNet
@@ -775,7 +770,7 @@ def _load_mvimgnet(
         splits.append(
             _split(videos, [global_id[k] for k in part], [category_index[k[0]] for k in part], category_room, size)
         )
-    mean, std = _frame_stats(splits[0].frames)
+    mean, std = channel_stats(splits[0].frames)
     return TemporalData(
         "mvimgnet",
         *splits,

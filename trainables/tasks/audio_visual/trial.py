@@ -3,7 +3,7 @@
 Every strategy trains with the same cross-modal InfoNCE (t = 0.07 by default, mean of both directions); they differ
 only in how a batch is composed (random, one clip per class, a single class) and in which clip's video is the
 positive for audio i (its own, or with probability ``sp_ratio`` another clip of the same true, noisy or pseudo
-label). The epoch loop, checkpoints and the collapse check are :func:`trainables.train.run_trial`'s.
+label). The epoch loop, checkpoints and the collapse check are :func:`trainables.loop.run_trial`'s.
 
 Scores, on the audio branch only (as the paper): a linear probe every scored epoch and a fine-tune at the last one,
 in-domain (the clips' own classes) and out-of-domain (a second labelled audio set). Fine-tuning costs seconds, so
@@ -12,7 +12,6 @@ it is left to the final epoch; ASHA ranks on the probe.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.audio_visual_data import AudioVisualData, load_audio_visual
-from trainables.av_downstream import fine_tune, linear_probe
-from trainables.av_models import AVModel, av_infonce
-from trainables.config import AudioVisualConfig
-from trainables.sampling import POSITIVES, SAMPLERS, LabelIndex, positive_purity
-from trainables.train import (
-    COLLAPSE_STD,
-    epoch_result,
-    fixed_noisy_labels,
-    optimizer_step,
-    partner_labels,
-    prepare,
-)
+from trainables.loop import EpochLog, embedding_spread, prepare
+from trainables.sampling import SAMPLERS, Positives, positive_purity
+from trainables.tasks.audio_visual.config import AudioVisualConfig
+from trainables.tasks.audio_visual.data import AudioVisualData, load_audio_visual
+from trainables.tasks.audio_visual.downstream import fine_tune, linear_probe
+from trainables.tasks.audio_visual.models import AVModel, av_infonce
 
 EVAL_CHUNK = 128
 
@@ -45,41 +37,27 @@ class AudioVisualTrial:
     optimizer: torch.optim.Optimizer
     device: torch.device
     mels: torch.Tensor  # the training clips' log-mels, standardised with the train split's statistics
-    noisy_labels: np.ndarray | None
+    positives: Positives
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, spec, split = self.cfg, self.cfg.strategy_spec, self.data.train
         rng = np.random.default_rng([cfg.seed, epoch])
         labels = split.labels.numpy()
         batches = SAMPLERS[spec.sampler](labels, cfg.batch_size, rng, **cfg.part_knobs("sampler"))
-        soft = spec.positive == "soft_class"
-        partner_labels = LabelIndex(self._partner_labels(epoch)) if soft else None
+        # Pseudo-labels come from the current *visual* embeddings, standing in for Wang's ImageNet predictions.
+        partners_of = self.positives.epoch(epoch, lambda: self._video_features().numpy())
         self.model.train()
-        losses, purities, weights = [], [], []
+        log = EpochLog(self.optimizer)
         for idx in batches:
             if len(idx) < 2:  # one clip has no negative
                 continue
-            partners = POSITIVES["soft_class"](idx, partner_labels, rng, sp_ratio=cfg.knobs["sp_ratio"]) if soft \
-                else idx
+            partners = partners_of(idx, rng)
             a, v = self.model(self.mels[idx].to(self.device), split.frames[partners].to(self.device))
             loss = av_infonce(a, v, cfg.temperature)
-            if not optimizer_step(self.optimizer, loss):
-                return {"loss": float(loss.detach()), "stop_reason": "non-finite loss"}
-            losses.append(loss.item())
-            weights.append(len(idx))
-            if soft:
-                purities.append(positive_purity(idx, partners, labels))
-        out = epoch_result(losses, weights)
-        if purities:  # the share of soft partners whose true class is the anchor's (Wang's SP70 ~0.50)
-            out["positive_purity"] = float(np.average(purities, weights=weights))
-        return out
-
-    def _partner_labels(self, epoch: int) -> np.ndarray:
-        """Pseudo-labels come from the current *visual* embeddings, standing in for Wang's ImageNet predictions."""
-        return partner_labels(
-            self.cfg, self.data.train.labels.numpy(), epoch, self.noisy_labels,
-            lambda: self._video_features().numpy(), self.data.num_classes,
-        )
+            purity = positive_purity(idx, partners, labels) if self.positives.by_label else None
+            if not log.step(loss, len(idx), purity):
+                break
+        return log.result()
 
     @torch.no_grad()
     def _video_features(self) -> torch.Tensor:
@@ -111,9 +89,8 @@ class AudioVisualTrial:
                 out[prefix + "finetune_acc"] = fine_tune(
                     self.model.audio, train, target, epochs=cfg.finetune_epochs, num_classes=classes, **common
                 )
-        if split != "val":
-            return {f"{split}_{k}": v for k, v in out.items()}
-        out["embedding_std"] = self._audio_spread()
+        if split == "val":
+            out["embedding_std"] = self._audio_spread()
         return out
 
     @torch.no_grad()
@@ -126,10 +103,7 @@ class AudioVisualTrial:
             .float().cpu()
             for i in range(0, len(mels), EVAL_CHUNK)
         ])
-        return float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
-
-    def collapsed(self, metrics: dict[str, Any]) -> bool:
-        return metrics["embedding_std"] < COLLAPSE_STD
+        return embedding_spread(z)
 
 
 def build(cfg: AudioVisualConfig) -> AudioVisualTrial:
@@ -143,5 +117,6 @@ def build(cfg: AudioVisualConfig) -> AudioVisualTrial:
         mean=data.frame_mean, std=data.frame_std,
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    noisy = fixed_noisy_labels(cfg, data.train.labels.numpy(), data.num_classes)
-    return AudioVisualTrial(cfg, data, model, optimizer, device, data.normalise_mels(data.train.mels), noisy)
+    positives = Positives(cfg.strategy_spec.positive, cfg.part_knobs("positive"), data.train.labels.numpy(),
+                          data.num_classes, cfg.seed)
+    return AudioVisualTrial(cfg, data, model, optimizer, device, data.normalise_mels(data.train.mels), positives)
