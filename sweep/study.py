@@ -1,7 +1,8 @@
 """Searcher and scheduler for one sweep, built by strict factories.
 
-Wiring (RAY_TUNE_NOTES sections 2-3): metric and mode go on the searcher *and* in TuneConfig; ASHA is left bare and
-learns them from TuneConfig. ASHA is the only early stopping (no Optuna pruner).
+Wiring (RAY_TUNE_NOTES sections 2-3, combination (b)): metric and mode go on the searcher (its constructor) and on
+the scheduler (``set_search_properties``, in sweep.runner), never in TuneConfig, which would refuse a scheduler that
+has them. ASHA is the only early stopping (no Optuna pruner).
 
 The searcher is ours, not Ray's OptunaSearch: it keeps the Optuna study in ``study.db`` (every ask, report and tell
 committed as it happens) instead of pickling it at Ray's snapshots, so a killed driver loses nothing and a resumed

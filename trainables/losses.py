@@ -1,4 +1,5 @@
-"""Two-view (SimCLR-style) contrastive losses: InfoNCE and its negative weightings.
+"""Two-view (SimCLR-style) contrastive losses: InfoNCE and its negative weightings; and the cross-modal InfoNCE that
+the audio-text and audio-visual tasks share (:func:`cross_modal_infonce`).
 
 Shape convention, used by every function here: a batch of B items gives z1, z2 of shape (B, d), row i of
 each being a positive pair. The n = 2B embeddings are [z1; z2]; anchor k's partner is k +- B, and its
@@ -99,6 +100,38 @@ def weighted_loss(z1: Tensor, z2: Tensor, weighting: str, temperature: float, **
     with torch.autocast(z1.device.type, enabled=False):  # for the same reason, not in half under autocast
         pos, neg = similarity_parts(z1, z2)
         return NEGATIVE_WEIGHTINGS[weighting](pos, neg, float(temperature), **knobs).mean()
+
+
+def cross_modal_infonce(S: Tensor, temperature: float, clip_ids: Tensor | None = None) -> Tensor:
+    """Cross-modal InfoNCE from a score matrix, the mean of its two directions: row i of modality A and column i of
+    modality B are a positive pair, the other columns of row i (rows of column i) its negatives.
+
+    With ``clip_ids``, an item of the anchor's own clip (another caption of the same audio) is neither a negative nor
+    a positive: it is left out of the log-sum-exp, and an anchor without a negative is left out of the mean. Without,
+    every item is its own clip: Wang et al.'s audio-visual loss, ``ln B`` when every score is equal. Logits S/t enter
+    only through logsumexp, so t = 0.01 stays finite; a half-precision S is scored in float32.
+
+    Args:
+        S: scores (cosines), S[i, j] of A's item i and B's item j. Shape: (B, B).
+        temperature: t > 0.
+        clip_ids: the clip of each pair, or None. Shape: (B,).
+
+    Returns:
+        Scalar loss.
+    """
+    check_positive(temperature, "temperature")
+    if S.dtype in (torch.float16, torch.bfloat16):  # scores divided by a small t need float32 resolution
+        S = S.float()
+    with torch.autocast(S.device.type, enabled=False):
+        eye = torch.eye(S.shape[0], dtype=torch.bool, device=S.device)
+        ids = clip_ids.to(S.device) if clip_ids is not None else None
+        candidates = ids[:, None] != ids[None, :] if ids is not None else ~eye
+        logits = S / float(temperature)
+        masked = logits.masked_fill(~(candidates | eye), -math.inf)
+        pos = logits.diagonal()
+        per_anchor = (torch.logsumexp(masked, dim=1) - pos) + (torch.logsumexp(masked, dim=0) - pos)
+        has = candidates.any(dim=1)
+        return (per_anchor * has).sum() / (2 * has.sum().clamp(min=1))
 
 
 def infonce(pos: Tensor, neg: Tensor, temperature: float) -> Tensor:

@@ -14,12 +14,12 @@ from trainables.tasks.temporal.sequence import (
     WALKS,
     Clips,
     Sequence,
+    balanced_room_map,
     build_sequence,
     clip_crossing_fraction,
     crossing_stats,
     expected_crossing_stats,
     mean_clip_length,
-    random_room_map,
     room_switch_rate,
     sequence_from_frames,
     split_clips,
@@ -380,14 +380,14 @@ def test_deterministic_in_the_seed(table):
 
 def test_random_room_map_is_balanced_and_seeded():
     cats = [f"c{i}" for i in range(80)]
-    m = random_room_map(cats, 8, 0)
+    m = balanced_room_map(cats, 8, 0)
     assert set(m) == set(cats) and sorted(np.bincount(list(m.values()))) == [10] * 8
-    assert m == random_room_map(cats, 8, 0) and m != random_room_map(cats, 8, 1)
-    uneven = random_room_map(range(11), ["kitchen", "garage", "office"], 0)
+    assert m == balanced_room_map(cats, 8, 0) and m != balanced_room_map(cats, 8, 1)
+    uneven = balanced_room_map(range(11), ["kitchen", "garage", "office"], 0)
     assert sorted(np.unique(list(uneven.values()), return_counts=True)[1]) == [3, 4, 4]
     # A random map still gives rooms of mixed categories their sequence.
     obj, category, frame_index, _ = frame_table(frames=20)
-    seq = sequence_from_frames(obj, category, frame_index, random_room_map(np.unique(category), 4, 0), rng=0)
+    seq = sequence_from_frames(obj, category, frame_index, balanced_room_map(np.unique(category), 4, 0), rng=0)
     assert set(np.unique(seq.room)) == {0, 1, 2, 3}
 
 

@@ -22,7 +22,6 @@ against. It works in log space, so it stays finite at temperature 0.01.
 from __future__ import annotations
 
 import inspect
-import math
 import numbers
 from collections.abc import Callable
 
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.losses import check_positive
+from trainables.losses import check_positive, cross_modal_infonce
 
 _BY = ("cross", "text", "audio")
 _VARIANTS = ("nearest", "band")
@@ -246,16 +245,7 @@ def infonce_loss(S: Tensor, clip_ids: Tensor, temperature: float) -> Tensor:
     """
     check_positive(temperature, "temperature")
     _check_scores(S, clip_ids)
-    if S.dtype in (torch.float16, torch.bfloat16):  # scores divided by a small t need float32 resolution
-        S = S.float()
-    candidates = candidate_mask(clip_ids.to(S.device))
-    keep = candidates | torch.eye(S.shape[0], dtype=torch.bool, device=S.device)
-    logits = S / temperature
-    masked = logits.masked_fill(~keep, -math.inf)
-    pos = logits.diagonal()
-    per_anchor = (torch.logsumexp(masked, dim=1) - pos) + (torch.logsumexp(masked, dim=0) - pos)
-    has = candidates.any(dim=1)
-    return (per_anchor * has).sum() / (2 * has.sum().clamp(min=1))
+    return cross_modal_infonce(S, temperature, clip_ids)
 
 
 # ----------------------------------------------------------------------------------------------------------

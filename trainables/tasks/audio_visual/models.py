@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainables.losses import check_pair, check_positive
+from trainables.losses import check_pair, check_positive, cross_modal_infonce
 from trainables.models import BasicBlock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -220,8 +220,4 @@ def av_infonce(a: Tensor, v: Tensor, temperature: float) -> Tensor:
     if a.dtype in (torch.float16, torch.bfloat16):  # cosines divided by a small t need float32 resolution
         a, v = a.float(), v.float()
     with torch.autocast(a.device.type, enabled=False):
-        logits = F.normalize(v, dim=1) @ F.normalize(a, dim=1).T / float(temperature)  # (B_v, B_a)
-        pos = logits.diagonal()
-        v_to_a = (torch.logsumexp(logits, dim=1) - pos).mean()
-        a_to_v = (torch.logsumexp(logits, dim=0) - pos).mean()
-        return 0.5 * (v_to_a + a_to_v)
+        return cross_modal_infonce(F.normalize(v, dim=1) @ F.normalize(a, dim=1).T, temperature)  # (B_v, B_a)

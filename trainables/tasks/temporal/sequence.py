@@ -45,7 +45,7 @@ __all__ = [
     "crossing_stats",
     "expected_crossing_stats",
     "mean_clip_length",
-    "random_room_map",
+    "balanced_room_map",
     "room_switch_rate",
     "sequence_from_frames",
     "split_clips",
@@ -396,7 +396,7 @@ def temporal_positives(
     return walk(sequence, k, d, how)
 
 
-def random_room_map(
+def balanced_room_map(
     categories: Seq[Hashable] | np.ndarray, rooms: int | Seq[Hashable], rng: np.random.Generator | int | None
 ) -> dict:
     """Balanced random category -> room map (the paper's ``room_assignment_balanced_random_*`` control): keeps the
