@@ -87,7 +87,7 @@ def trial_configs(smoke: bool) -> list[dict[str, Any]]:
     sys.path.insert(0, str(SPACE_FILE.parent))
     import orchestration_space as space
 
-    from sweep.runner import SweepSettings, trial_overrides
+    from sweep.plan import SweepSettings, trial_overrides
 
     overrides = trial_overrides(SweepSettings(seed=SEED, smoke_test=smoke), "image")
     grid = space.SMOKE_GRID if smoke else space.GRID
@@ -187,7 +187,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 t0 = time.time()
 import ray
-from sweep.runner import init_ray
+from sweep.ray_start import init_ray
 t1 = time.time()
 init_ray(None, False)
 t2 = time.time()
@@ -198,7 +198,7 @@ print(json.dumps({"import_s": t1 - t0, "init_s": t2 - t1, "shutdown_s": t3 - t2}
 
 
 def time_ray_init() -> dict[str, float]:
-    """ray.init as `sweep run` calls it (sweep.runner.init_ray: a fresh local Ray), then ray.shutdown; own process."""
+    """ray.init as `sweep run` calls it (sweep.ray_start.init_ray: a fresh local Ray), ray.shutdown; own process."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run([sys.executable, "-c", _RAY_PROBE], cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -211,7 +211,7 @@ import os, sys
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 import ray
-from sweep.runner import init_ray
+from sweep.ray_start import init_ray
 init_ray(None, False)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()  # until the benchmark closes our stdin

@@ -521,9 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study name was omitted" line per sweep read
     sets: dict[str, Any] = {}
     if args.smoke:
-        from sweep.runner import SMOKE  # the sizes of `sweep run --smoke-test`
+        from trainables.tasks import TASKS
 
-        sets = dict(SMOKE["image"])
+        sets = dict(TASKS["image"].smoke)  # the sizes of `sweep run --smoke-test`
     seeds = list(range(args.seeds))
     plan = [(SETUPS[0], 0)] + [(st, seed) for seed in seeds for st in SETUPS[1:]]  # seeds interleaved: drift is shared
     n_sweeps = sum(len(st.studies) for st, _ in plan)

@@ -156,7 +156,8 @@ class Run:
             if not strategies:
                 raise UserError("--strategies is empty; name at least one strategy (see `sweep spaces`), "
                                 "or leave the option out to sweep them all")
-        from sweep.runner import SweepSettings, run
+        from sweep.plan import SweepSettings
+        from sweep.runner import run
 
         settings = SweepSettings(
             space=args.space,

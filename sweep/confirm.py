@@ -333,12 +333,13 @@ def confirm(
     max_concurrent: int | None = None,
     out: Any = sys.stdout,
 ) -> int:
-    from sweep import runner
+    from sweep.plan import check_can_start, cpus_per_trial, load_plan
+    from sweep.runner import drive_session
 
     for flag, value in (("--top-k", top_k), ("--seeds", seeds), ("--max-concurrent", max_concurrent)):
         if value is not None and value < 1:
             raise UserError(f"{flag} is {value} but must be >= 1")
-    p, study = runner.load_plan(name, storage)
+    p, study = load_plan(name, storage)
     if ledger.is_live(ledger.read_driver(p.exp)):
         raise UserError(f"sweep {name!r} is still running; confirm it when it has finished "
                         f"(`{command('status', name, storage)}`)")
@@ -365,7 +366,7 @@ def confirm(
         if unfinished:
             print(f"note: sweep {name} has not finished; the finalists are the best of its trials so far", file=out)
         seed_list = confirm_seeds(p.settings.seed, seeds or 3)
-        runs = plan_runs(finalists, seed_list, p.epochs, max(1, int(runner.cpus_per_trial(p.settings, p.study))))
+        runs = plan_runs(finalists, seed_list, p.epochs, max(1, int(cpus_per_trial(p.settings, p.study))))
         plan = {
             "sweep": name,
             "metric": p.study.metric,
@@ -386,13 +387,12 @@ def confirm(
     failed = {int(k) for k in plan.get("failed", {})}
     todo = [r for r in runs if r.number not in failed and not _finished(saved.get(r.number), r.config["epochs"])]
     if todo:
-        runner.check_address(p.settings.address)  # before anything is written
-        runner.check_resources(p.settings, p.study)
+        check_can_start(p.settings, p.study)  # before anything is written
     if fresh:
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
     code = 0
     if todo:
-        code = runner.drive_session(cdir, lambda k, driver: _drive(p, plan, runs, todo, k, driver, out))
+        code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, runs, todo, k, driver, out))
     summary = load_summary(p.exp)
     text = describe(summary)
     write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{text}\n")
@@ -408,12 +408,11 @@ def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Seque
            driver: dict[str, Any], out: Any) -> int:
     from ray.tune.schedulers import FIFOScheduler
 
-    from sweep import runner
     from sweep.progress import Progress
+    from sweep.runner import Interrupt, fit
     from sweep.study import FixedSearcher
 
     cdir = join(p.exp, CONFIRM_DIR)
-    runner.init_ray(p.settings.address, p.settings.dashboard)
     saved = ledger.newest_checkpoints(cdir)
     ledger.remove_leftovers(cdir, saved)
     n_final = len({r.finalist for r in runs})
@@ -427,9 +426,9 @@ def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Seque
     )
     progress = Progress(len(runs), plan["epochs"], TEST_PREFIX + plan["metric"], done=len(runs) - len(todo),
                         out=out, seeds=True)
-    interrupt = runner.Interrupt()
-    runner.fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt,
-               out=out, task=p.task)
+    interrupt = Interrupt()
+    fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt,
+        out=out, task=p.task)
     if searcher.failed:
         plan["failed"].update({str(k): v for k, v in searcher.failed.items()})
         write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))

@@ -34,7 +34,7 @@ def ray_session():
     """A local Ray for the whole session: 2 CPUs, loopback only, no dashboard. Never started per test."""
     import ray
 
-    from sweep.runner import init_ray
+    from sweep.ray_start import init_ray
 
     init_ray(None, dashboard=False, num_cpus=2)  # the sweep's own start-up path
     yield ray

@@ -50,7 +50,7 @@ def _refused(tmp_path, *args):
 def _make_sweep(storage: Path, name: str, *, finished: int = 0, driver: dict | None = None) -> Path:
     """A sweep of 4 trials as `sweep run` leaves it on disk (sweep.json, study.db, driver.json), without Ray."""
     from sweep import ledger
-    from sweep.runner import SweepSettings, plan
+    from sweep.plan import SweepSettings, plan
 
     p = plan(SweepSettings(space="digits", name=name, storage=str(storage), num_samples=4, epochs=2))
     exp = storage / name
@@ -462,7 +462,7 @@ def test_trial_resources_come_from_the_command_line_else_the_study_else_the_clus
     from dataclasses import replace
 
     from search_spaces import SPACES
-    from sweep.runner import SweepSettings, cpus_per_trial, default_concurrency, gpus_per_trial
+    from sweep.plan import SweepSettings, cpus_per_trial, default_concurrency, gpus_per_trial
 
     study, s = SPACES["digits"], SweepSettings()
     packed = replace(study, cpus_per_trial=2, gpus_per_trial=0.25)
