@@ -25,8 +25,8 @@ from trainables.tasks.audio_text.data import (
     load_audio_text,
     log_mel_transform,
     log_mels,
-    synthetic_vocab,
 )
+from trainables.tasks.audio_text.synthetic import synthetic_vocab
 
 SMALL = (12, 4, 4)
 

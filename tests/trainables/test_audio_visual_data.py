@@ -15,13 +15,13 @@ from trainables.datasets import DatasetNotFoundError
 from trainables.tasks.audio_visual.data import (
     DEFAULT_CLIPS,
     DEFAULT_OOD_CLIPS,
-    SCENES,
     AudioVisualData,
     check_audio_visual_dataset,
     load_audio_visual,
     log_mel_transform,
     log_mels,
 )
+from trainables.tasks.audio_visual.synthetic import SCENES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -264,8 +264,8 @@ def test_data_that_is_not_where_or_what_the_user_said_is_a_user_error(tmp_path):
 def test_unreadable_dataset_files_are_user_errors(tmp_path):
     from trainables.datasets import read_wav as _read_wav
     from trainables.errors import UserError
-    from trainables.tasks.audio_text.data import read_word_vectors
-    from trainables.tasks.audio_visual.data import _read_labels
+    from trainables.tasks.audio_text.clotho import read_word_vectors
+    from trainables.tasks.audio_visual.vggsound import _read_labels
 
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
     with pytest.raises(UserError, match=r"cannot decode .*bad\.wav"):
@@ -280,8 +280,8 @@ def test_unreadable_dataset_files_are_user_errors(tmp_path):
 
 def test_label_and_caption_files_that_are_not_text_are_user_errors(tmp_path):
     from trainables.errors import UserError
-    from trainables.tasks.audio_text.data import _read_clotho_csv
-    from trainables.tasks.audio_visual.data import _read_labels
+    from trainables.tasks.audio_text.clotho import _read_clotho_csv
+    from trainables.tasks.audio_visual.vggsound import _read_labels
 
     (tmp_path / "labels.csv").write_bytes(b"clip,label,split\n\xff\xfe\x00bad\n")
     with pytest.raises(UserError, match="is not a readable UTF-8 CSV"):

@@ -17,13 +17,13 @@ from torchvision.io import write_png
 
 from trainables.datasets import DatasetNotFoundError
 from trainables.tasks.temporal.data import (
-    ROOM_NAMES,
     TemporalData,
     TemporalSplit,
     check_temporal_dataset,
     load_temporal,
     random_room_map,
 )
+from trainables.tasks.temporal.synthetic import ROOM_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
