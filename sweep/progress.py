@@ -34,7 +34,10 @@ class Progress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         how = "resume" if trial.config.get(RESUME_KEY) else "start "
         number = trial.config.get(TRIAL_KEY)
-        searched = self.searched(number) if self.searched is not None and number is not None else NUISANCE
+        try:  # a line of progress must never stop a sweep: without the study's record, the nuisance parameters
+            searched = self.searched(number) if self.searched is not None and number is not None else NUISANCE
+        except (IndexError, KeyError, TypeError):
+            searched = NUISANCE
         self._print(f"{how} {self._name(trial)} {describe_config(trial.config, searched)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
