@@ -197,7 +197,7 @@ def final_score(rec: TrialRecord, metric: str) -> float | None:
 
 def full_budget(rec: TrialRecord, metric: str, epochs: int) -> bool:
     """The ranking's rule: it reached the full budget with a finite score."""
-    return rec.epochs >= epochs and final_score(rec, metric) is not None
+    return rec.reached >= epochs and final_score(rec, metric) is not None
 
 
 def events(run: Run, metric: str, epochs: int) -> list[tuple[float, int, float | None]]:
@@ -273,7 +273,7 @@ def trial_row(sweep: str, rec: TrialRecord, metric: str, epochs: int) -> dict[st
         "params": describe_config({k: v for k, v in rec.config.items() if k not in ("lr", "temperature")}),
         "status": rec.status,
         "reason": rec.reason or None,
-        "epochs": rec.epochs,
+        "epochs": rec.reached,
         "full_budget": full_budget(rec, metric, epochs),
         "score": final_score(rec, metric),
         "started": first.get("timestamp", 0.0) - first.get("time_train_s", 0.0) - first.get("time_eval_s", 0.0)
@@ -567,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.trials += [(name, r) for r in records]
                 best = max((s for r in records if full_budget(r, metric, epochs)
                             if (s := final_score(r, metric)) is not None), default=None)
-                print(f"  [{done}/{n_sweeps}] {name}: {len(records)} trials, {sum(r.epochs for r in records)} "
+                print(f"  [{done}/{n_sweeps}] {name}: {len(records)} trials, {sum(r.reached for r in records)} "
                       f"trial-epochs, best {_pct(best)}%, {wall:.0f} s (total {time.perf_counter() - began:.0f} s)",
                       flush=True)
             runs.append(run)

@@ -45,11 +45,11 @@ class ConfirmRun:
 
 
 def choose_finalists(
-    records: Sequence[ranking.TrialRecord], metric: str, mode: str, max_epochs: int, top_k: int
+    records: Sequence[ranking.TrialRecord], metric: str, mode: str, epochs: int, top_k: int
 ) -> list[ranking.TrialRecord]:
     """The best ``top_k`` scored trials of every strategy, ranked as the sweep ranks (full budget first)."""
     sign = 1.0 if mode == "max" else -1.0
-    order = [row.strategy for row in ranking.rank(records, metric, mode, max_epochs)]
+    order = [row.strategy for row in ranking.rank(records, metric, mode, epochs)]
     out = []
     for strategy in order:
         scored = [
@@ -57,7 +57,7 @@ def choose_finalists(
             for r in records
             if str(r.config.get("strategy")) == strategy and r.status != "failed" and ranking.finite(r.last.get(metric))
         ]
-        scored.sort(key=lambda r: (r.epochs >= max_epochs, sign * r.last[metric]), reverse=True)
+        scored.sort(key=lambda r: (r.reached >= epochs, sign * r.last[metric]), reverse=True)
         out.extend(scored[:top_k])
     return out
 

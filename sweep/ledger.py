@@ -119,7 +119,7 @@ class Outcome:
 
 def judge(
     last: Mapping[str, Any] | None,
-    max_t: int,
+    epochs: int,
     metric: str,
     *,
     stopped: bool = False,
@@ -141,7 +141,7 @@ def judge(
         return Outcome(TrialState.FAIL, None, f"{last['stop_reason']} at epoch {epoch}")
     if not finite(value):
         return Outcome(TrialState.FAIL, None, f"non-finite {metric} at epoch {epoch}")
-    if epoch >= max_t:
+    if epoch >= epochs:
         return Outcome(TrialState.COMPLETE, float(value))
     if stopped:
         return Outcome(TrialState.PRUNED, float(value), f"stopped early by the scheduler at epoch {epoch}")
@@ -288,7 +288,7 @@ def reconcile(
     study: optuna.Study,
     saved: Mapping[int, Saved],
     scheduler: Any,
-    max_t: int,
+    epochs: int,
     metric: str,
     rebuild: Callable[[optuna.trial.FrozenTrial], dict[str, Any]],
 ) -> list[Resumable]:
@@ -312,7 +312,7 @@ def reconcile(
         history = histories.get(t.number, [])
         report_history(study, t, history, metric)
         last = history[-1] if history else None
-        outcome = judge(last, max_t, metric, stopped=decisions.get(t.number) == "STOP")
+        outcome = judge(last, epochs, metric, stopped=decisions.get(t.number) == "STOP")
         if outcome is not None:
             tell(study, t, outcome)
             continue
@@ -322,13 +322,13 @@ def reconcile(
     return resumable
 
 
-def cut_unfinished(study: optuna.Study, saved: Mapping[int, Saved], max_t: int, metric: str, reason: str) -> int:
+def cut_unfinished(study: optuna.Study, saved: Mapping[int, Saved], epochs: int, metric: str, reason: str) -> int:
     """End every RUNNING trial (a time budget ran out); return how many."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         history = saved[t.number].history if t.number in saved else []
         report_history(study, t, history, metric)
-        tell(study, t, judge(history[-1] if history else None, max_t, metric, cut=reason))
+        tell(study, t, judge(history[-1] if history else None, epochs, metric, cut=reason))
         n += 1
     return n
 

@@ -67,7 +67,7 @@ class _Sweep:
     records: list[TrialRecord]
     metric: str
     mode: str
-    max_epochs: int
+    epochs: int
     rungs: tuple[int, ...]
     order: list[str]  # strategies, best first, as the ranking orders them
     colours: dict[str, Any]
@@ -81,18 +81,18 @@ class _Sweep:
 
 
 def report_figures(
-    records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int, rungs: Sequence[int]
+    records: Iterable[TrialRecord], metric: str, mode: str, epochs: int, rungs: Sequence[int]
 ) -> list[ReportFigure]:
     """The report's figures, in reading order; a figure with nothing to show is left out rather than drawn empty."""
     records = list(records)
     if not records:
         return []
-    order = [row.strategy for row in rank(records, metric, mode, max_epochs)]
+    order = [row.strategy for row in rank(records, metric, mode, epochs)]
     sweep = _Sweep(
         records=records,
         metric=metric,
         mode=mode,
-        max_epochs=int(max_epochs or 0),
+        epochs=int(epochs or 0),
         rungs=tuple(int(r) for r in rungs or ()),
         order=order,
         colours=strategy_colours(order),
@@ -121,14 +121,14 @@ def _scores(sweep: _Sweep) -> ReportFigure | None:
     n = len(sweep.order)
     fig = _figure(WIDTH * 0.9, max(2.6, 0.5 * n + 1.4))
     ax = fig.add_subplot()
-    best = {row.strategy: row.best for row in rank(sweep.records, sweep.metric, sweep.mode, sweep.max_epochs)}
+    best = {row.strategy: row.best for row in rank(sweep.records, sweep.metric, sweep.mode, sweep.epochs)}
     labels = []
     for i, strategy in enumerate(sweep.order):
         y, colour, recs = n - 1 - i, sweep.colours[strategy], sweep.of(strategy)
         scored = [(r, s) for r in recs if (s := _score(r, sweep.metric)) is not None]
         for j, (rec, score) in enumerate(scored):
             dy = _spread(j, len(scored), 0.25)
-            full = _full(rec, sweep.max_epochs)
+            full = _full(rec, sweep.epochs)
             ax.scatter(
                 score, y + dy, s=40, facecolors=colour if full else "none", edgecolors=colour, linewidths=1.4, zorder=3
             )
@@ -142,14 +142,14 @@ def _scores(sweep: _Sweep) -> ReportFigure | None:
     ax.set_xlabel(f"{sweep.metric}, last reported value ({sweep.better} is better)")
     ax.grid(axis="x", alpha=0.3)
     handles = [
-        Line2D([], [], ls="", marker="o", color="0.3", label=f"full budget ({sweep.max_epochs} epochs)"),
+        Line2D([], [], ls="", marker="o", color="0.3", label=f"full budget ({sweep.epochs} epochs)"),
         Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="stopped early or unfinished"),
         Line2D([], [], ls="", marker="*", ms=12, color="0.3", mec="black", label="the ranking's pick"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     caption = (
         f"Each dot is one trial's last reported {sweep.metric}, one row per strategy, best-ranked on top; hollow dots "
-        f"stopped before {sweep.max_epochs} epochs, so their scores are at a smaller budget and not comparable with "
+        f"stopped before {sweep.epochs} epochs, so their scores are at a smaller budget and not comparable with "
         "filled ones. The star is the trial the ranking picks (full budget first); failed trials without a score "
         "are only counted in the row label."
     )
@@ -179,7 +179,7 @@ def _knobs(sweep: _Sweep) -> ReportFigure | None:
     nrows = math.ceil(len(pairs) / ncols)
     fig = _figure(WIDTH if ncols >= 3 else 4.0 * ncols + 1.5, 2.6 * nrows + 0.6)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-    top = max([sweep.max_epochs, 1] + [_reached(r) for r in sweep.records])
+    top = max([sweep.epochs, 1] + [r.reached for r in sweep.records])
     norm, cmap = Normalize(vmin=1, vmax=top), colormaps["viridis"]
     for ax, (strategy, knob, points) in zip(axes, pairs, strict=False):
         _knob_panel(ax, knob, points, norm, cmap)
@@ -192,7 +192,7 @@ def _knobs(sweep: _Sweep) -> ReportFigure | None:
         ScalarMappable(norm=norm, cmap=cmap),
         ax=list(axes[: len(pairs)]),
         shrink=min(0.9, 0.3 * nrows + 0.3),
-        label=f"epochs reached (of {sweep.max_epochs})",
+        label=f"epochs reached (of {sweep.epochs})",
     )
     knobs = sorted({k for _, k, _ in hardness})
     if not nuisance:
@@ -215,7 +215,7 @@ def _varying_pairs(sweep: _Sweep, names: list[str]) -> list[tuple[str, str, list
     for strategy in sweep.order:
         scored = [(r, s) for r in sweep.of(strategy) if (s := _score(r, sweep.metric)) is not None]
         for name in names:
-            points = [(r.config[name], s, _reached(r)) for r, s in scored if r.config.get(name) is not None]
+            points = [(r.config[name], s, r.reached) for r, s in scored if r.config.get(name) is not None]
             if len({_hashable(v) for v, _, _ in points}) >= 2:
                 pairs.append((strategy, name, points))
     return pairs
@@ -260,7 +260,7 @@ def _curves(sweep: _Sweep) -> ReportFigure | None:
     nrows = math.ceil(len(strategies) / ncols)
     fig = _figure(WIDTH if ncols >= 2 else WIDTH * 0.8, 2.8 * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
-    top = max([sweep.max_epochs, 1] + [_reached(r) for r in sweep.records])
+    top = max([sweep.epochs, 1] + [r.reached for r in sweep.records])
     present = set()
     for ax, strategy in zip(axes, strategies, strict=False):
         colour, recs = sweep.colours[strategy], sweep.of(strategy)
@@ -269,7 +269,7 @@ def _curves(sweep: _Sweep) -> ReportFigure | None:
             if not points:
                 continue
             ax.plot([e for e, _ in points], [v for _, v in points], color=colour, alpha=0.55, lw=1.2)
-            end = _ending(rec, sweep.max_epochs)
+            end = _ending(rec, sweep.epochs)
             present.add(end)
             ax.plot(*points[-1], ls="", zorder=3, **_END_STYLE[end](colour))
         for rung in sweep.rungs:
@@ -297,7 +297,7 @@ def _curves(sweep: _Sweep) -> ReportFigure | None:
     caption = (
         f"{sweep.metric} per epoch for every trial, one panel per strategy (best-ranked first). An x marks where the "
         f"ASHA scheduler stopped a trial, a red triangle a failed one, a filled dot one that ran all "
-        f"{sweep.max_epochs} epochs and a hollow dot one stopped otherwise or still running"
+        f"{sweep.epochs} epochs and a hollow dot one stopped otherwise or still running"
         + (
             f"; dotted lines are the ASHA rungs (epochs {rungs}), where trials are compared and the worse stopped."
             if rungs
@@ -307,12 +307,12 @@ def _curves(sweep: _Sweep) -> ReportFigure | None:
     return ReportFigure("curves", "Learning curves and ASHA stops", caption, _png(fig))
 
 
-def _ending(rec: TrialRecord, max_epochs: int) -> str:
+def _ending(rec: TrialRecord, epochs: int) -> str:
     if rec.status == "failed":
         return "failed"
     if rec.status == "stopped" and "scheduler" in rec.reason.lower():
         return "asha"
-    return "full" if _full(rec, max_epochs) else "other"
+    return "full" if _full(rec, epochs) else "other"
 
 
 _END_STYLE = {
@@ -445,8 +445,8 @@ def _importance(sweep: _Sweep) -> ReportFigure | None:
         else ""
     )
     early = (
-        f"; it says what explains early scores, which need not be what wins at {sweep.max_epochs} epochs"
-        if result.epoch < sweep.max_epochs
+        f"; it says what explains early scores, which need not be what wins at {sweep.epochs} epochs"
+        if result.epoch < sweep.epochs
         else ""
     )
     caption = (
@@ -464,8 +464,8 @@ def _compute(sweep: _Sweep) -> ReportFigure | None:
     full, short, train, evals = {}, {}, {}, {}
     for strategy in sweep.order:
         recs = sweep.of(strategy)
-        full[strategy] = sum(_reached(r) for r in recs if _full(r, sweep.max_epochs))
-        short[strategy] = sum(_reached(r) for r in recs if not _full(r, sweep.max_epochs))
+        full[strategy] = sum(r.reached for r in recs if _full(r, sweep.epochs))
+        short[strategy] = sum(r.reached for r in recs if not _full(r, sweep.epochs))
         train[strategy] = sum(_seconds(r, "time_train_s") for r in recs)
         evals[strategy] = sum(_seconds(r, "time_eval_s") for r in recs)
     if sum(full.values()) + sum(short.values()) <= 0:
@@ -505,7 +505,7 @@ def _compute(sweep: _Sweep) -> ReportFigure | None:
     )
     caption = (
         "Where the compute went. Left: epochs trained per strategy, solid for trials that reached the full "
-        f"{sweep.max_epochs} epochs, hatched for trials stopped early, failed or still running; a strategy that "
+        f"{sweep.epochs} epochs, hatched for trials stopped early, failed or still running; a strategy that "
         f"ASHA stopped often got less compute, which also makes its best score less certain.{seconds}"
     )
     return ReportFigure("compute", "Compute per strategy", caption, _png(fig))
@@ -578,13 +578,8 @@ def _seconds(rec: TrialRecord, key: str) -> float:
     return sum(float(row[key]) for row in rec.history if finite(row.get(key)) and row[key] > 0)
 
 
-def _reached(rec: TrialRecord) -> int:
-    """The last epoch the trial reported (0 without history), robust to rows lacking an epoch."""
-    return max((int(row["epoch"]) for row in rec.history if finite(row.get("epoch"))), default=0)
-
-
-def _full(rec: TrialRecord, max_epochs: int) -> bool:
-    return _reached(rec) >= max_epochs
+def _full(rec: TrialRecord, epochs: int) -> bool:
+    return rec.reached >= epochs
 
 
 def _spread(i: int, n: int, width: float) -> float:
@@ -645,7 +640,7 @@ def confirm_figure(summary: Any) -> ReportFigure:
 
 
 def levels_figure(
-    records: Iterable[TrialRecord], metrics: Sequence[str], knob: str, max_epochs: int
+    records: Iterable[TrialRecord], metrics: Sequence[str], knob: str, epochs: int
 ) -> ReportFigure | None:
     """Each score in ``metrics`` against ``knob``, one panel per score: trials that have the knob as points coloured
     by the epochs they reached; trials without it (a baseline strategy) as a shaded band of their scores."""
@@ -655,9 +650,9 @@ def levels_figure(
         return None
     fig = _figure(WIDTH, 3.2)
     axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True).ravel()
-    norm, cmap = Normalize(1, max(max_epochs, 2)), colormaps["viridis"]
+    norm, cmap = Normalize(1, max(epochs, 2)), colormaps["viridis"]
     for ax, metric in zip(axes, metrics, strict=True):
-        points = [(float(r.config[knob]), r.last.get(metric), _reached(r)) for r in with_knob]
+        points = [(float(r.config[knob]), r.last.get(metric), r.reached) for r in with_knob]
         points = [(x, float(y), e) for x, y, e in points if finite(y)]
         for strategy in sorted({_strategy(r) for r in records if r not in with_knob}):
             ys = [float(r.last[metric]) for r in records if _strategy(r) == strategy and r not in with_knob
@@ -675,7 +670,7 @@ def levels_figure(
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7, loc="lower left", frameon=False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), shrink=0.85,
-                 label=f"epochs reached (of {max_epochs})")
+                 label=f"epochs reached (of {epochs})")
     caption = (
         f"Each trial's last validation score at each level against {knob}; colour is the epochs it reached (dark "
         "points stopped early, so their scores are at a smaller budget). The grey band spans the scores of the "

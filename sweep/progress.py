@@ -15,10 +15,10 @@ from trainables.tune_entry import RESUME_KEY, TRIAL_KEY
 
 class Progress(Callback):
     def __init__(
-        self, num_samples: int, max_epochs: int, metric: str, done: int = 0, out: Any = sys.stdout, seeds: bool = False,
+        self, num_samples: int, epochs: int, metric: str, done: int = 0, out: Any = sys.stdout, seeds: bool = False,
         searched: Callable[[int], Iterable[str]] | None = None,
     ) -> None:
-        self.num_samples, self.max_epochs, self.metric, self.out = num_samples, max_epochs, metric, out
+        self.num_samples, self.epochs, self.metric, self.out = num_samples, epochs, metric, out
         self.seeds = seeds  # name trials by strategy and seed (`sweep confirm` runs one config under several)
         self.ended = done  # trials finished in earlier sessions count towards the total
         self.t0 = time.perf_counter()
@@ -44,13 +44,13 @@ class Progress(Callback):
         self.ended += 1
         r = trial.last_result or {}
         epoch, score = r.get("epoch", 0), r.get(self.metric)
-        how = "finished" if epoch >= self.max_epochs else "stopped early"
+        how = "finished" if epoch >= self.epochs else "stopped early"
         if r.get("stop_reason"):
             how = f"ended: {r['stop_reason']}"
         shown = f"{score:.4f}" if isinstance(score, (int, float)) else "n/a"
         self._print(
             f"done  {self.ended:>3}/{self.num_samples} {self._name(trial)}: "
-            f"{how} at epoch {epoch}/{self.max_epochs}, {self.metric} {shown}"
+            f"{how} at epoch {epoch}/{self.epochs}, {self.metric} {shown}"
         )
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -38,8 +38,9 @@ class TrialRecord:
         return self.history[-1] if self.history else {}
 
     @property
-    def epochs(self) -> int:
-        return int(self.last.get("epoch", 0))
+    def reached(self) -> int:
+        """The last epoch the trial reported (0 without history), robust to rows lacking an epoch."""
+        return max((int(row["epoch"]) for row in self.history if finite(row.get("epoch"))), default=0)
 
     @property
     def finished(self) -> bool:
@@ -69,7 +70,7 @@ def records_from(study: Any, saved: Mapping[int, Any]) -> list[TrialRecord]:
 class Row:
     strategy: str
     score: float
-    epochs: int
+    reached: int  # the epochs its best trial reached
     full_budget: bool
     trials: int
     early_stopped: int
@@ -78,7 +79,7 @@ class Row:
     spent: int = 0  # trial-epochs over all its trials
 
 
-def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int) -> list[Row]:
+def rank(records: Iterable[TrialRecord], metric: str, mode: str, epochs: int) -> list[Row]:
     """One row per strategy, best first: full-budget trials ahead, then by the score in ``mode``."""
     sign = 1.0 if mode == "max" else -1.0
     by_strategy: dict[str, list[TrialRecord]] = {}
@@ -87,32 +88,32 @@ def rank(records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
     rows = []
     for strategy, recs in by_strategy.items():
         scored = [r for r in recs if finite(r.last.get(metric))]
-        best = max(scored, key=lambda r: (r.epochs >= max_epochs, sign * r.last[metric]), default=None)
+        best = max(scored, key=lambda r: (r.reached >= epochs, sign * r.last[metric]), default=None)
         rows.append(
             Row(
                 strategy=strategy,
                 score=best.last[metric] if best else math.nan,
-                epochs=best.epochs if best else 0,
-                full_budget=bool(best and best.epochs >= max_epochs),
+                reached=best.reached if best else 0,
+                full_budget=bool(best and best.reached >= epochs),
                 trials=len(recs),
                 early_stopped=sum(1 for r in recs if r.status == "stopped"),
                 failed=sum(1 for r in recs if r.status == "failed"),
                 best=best,
-                spent=sum(r.epochs for r in recs),
+                spent=sum(r.reached for r in recs),
             )
         )
     return sorted(rows, key=lambda r: (r.best is not None, r.full_budget, sign * _or(r.score)), reverse=True)
 
 
-def default_grace_period(max_t: int) -> int:
+def default_grace_period(epochs: int) -> int:
     """About three ASHA rungs whatever the budget: 12 epochs -> rungs at 2, 4, 8."""
-    return max(1, max_t // 6)
+    return max(1, epochs // 6)
 
 
-def asha_rungs(max_t: int, grace_period: int | None = None, reduction_factor: int = 2) -> list[int]:
+def asha_rungs(epochs: int, grace_period: int | None = None, reduction_factor: int = 2) -> list[int]:
     """The epochs at which ASHA may stop a trial (Ray-free, so reports can mark them)."""
-    rungs, r = [], grace_period or default_grace_period(max_t)
-    while r < max_t:
+    rungs, r = [], grace_period or default_grace_period(epochs)
+    while r < epochs:
         rungs.append(r)
         r *= reduction_factor
     return rungs
@@ -142,7 +143,7 @@ def describe_config(config: Mapping[str, Any], searched: Iterable[str] = NUISANC
 RANKING_ALIGN = "rlrrlrl"
 
 
-def table(rows: Sequence[Row], metric: str, max_epochs: int) -> tuple[list[str], list[list[str]]]:
+def table(rows: Sequence[Row], metric: str, epochs: int) -> tuple[list[str], list[list[str]]]:
     """The ranking as a header and rows of cells, shaped like the seed papers' tables (strategy x score), plus the
     configuration, the epochs it reached and what the strategy cost."""
     header = ["rank", "strategy", metric, "epochs", "trials (stopped early, failed)", "trial-epochs",
@@ -155,7 +156,7 @@ def table(rows: Sequence[Row], metric: str, max_epochs: int) -> tuple[list[str],
         if stop:
             note += f" ({stop})"
         config = describe_config(row.best.config, row.best.searched) if row.best else ""
-        cells.append([str(i), row.strategy, score + note, f"{row.epochs}/{max_epochs}",
+        cells.append([str(i), row.strategy, score + note, f"{row.reached}/{epochs}",
                       f"{row.trials} ({row.early_stopped}, {row.failed})", str(row.spent), config])
     return header, cells
 
@@ -168,7 +169,7 @@ def paper_table(rows: Sequence[Row], columns: Sequence[str]) -> tuple[list[str],
     for row in rows:
         last = row.best.last if row.best else {}
         values = [f"{last[c]:.4f}" if finite(last.get(c)) else "n/a" for c in columns]
-        cells.append([row.strategy, *values, str(row.epochs)])
+        cells.append([row.strategy, *values, str(row.reached)])
     return header, cells
 
 
@@ -180,5 +181,5 @@ def markdown_table(header: Sequence[str], cells: Sequence[Sequence[str]], align:
     return "\n".join(lines)
 
 
-def format_table(rows: Sequence[Row], metric: str, max_epochs: int) -> str:
-    return markdown_table(*table(rows, metric, max_epochs), align=RANKING_ALIGN)
+def format_table(rows: Sequence[Row], metric: str, epochs: int) -> str:
+    return markdown_table(*table(rows, metric, epochs), align=RANKING_ALIGN)

@@ -38,7 +38,7 @@ CONFIG_PREFIX = "config."
 _WHERE = ("trial", "session", "hostname", "pid", "num_threads")
 
 
-def trial_state(record: ranking.TrialRecord, max_epochs: int) -> str:
+def trial_state(record: ranking.TrialRecord, epochs: int) -> str:
     """'finished', 'stopped by ASHA at epoch k', 'failed: <reason>', 'cut: <reason>' or 'running'."""
     if record.status == "finished":
         return "finished"
@@ -46,19 +46,19 @@ def trial_state(record: ranking.TrialRecord, max_epochs: int) -> str:
         return f"failed: {record.reason or 'unknown'}"
     if record.status == "stopped":
         if "scheduler" in record.reason:
-            return f"stopped by ASHA at epoch {record.epochs}"
-        return f"cut: {record.reason}" if record.reason else f"stopped at epoch {record.epochs}"
+            return f"stopped by ASHA at epoch {record.reached}"
+        return f"cut: {record.reason}" if record.reason else f"stopped at epoch {record.reached}"
     return "running"
 
 
-def trial_rows(records: Sequence[ranking.TrialRecord], max_epochs: int) -> list[dict[str, Any]]:
+def trial_rows(records: Sequence[ranking.TrialRecord], epochs: int) -> list[dict[str, Any]]:
     """One row per trial and reported epoch (a trial with no epoch yet gets one row with epoch 0)."""
     rows = []
     for r in records:
         common = {
             "trial_id": r.number,
             "strategy": r.config.get("strategy"),
-            "state": trial_state(r, max_epochs),
+            "state": trial_state(r, epochs),
             **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(r.config.items())},
         }
         for h in r.history or [{"epoch": 0}]:
@@ -78,7 +78,7 @@ def trial_rows(records: Sequence[ranking.TrialRecord], max_epochs: int) -> list[
     return rows
 
 
-def summary_rows(records: Sequence[ranking.TrialRecord], metric: str, max_epochs: int) -> list[dict[str, Any]]:
+def summary_rows(records: Sequence[ranking.TrialRecord], metric: str, epochs: int) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         last = r.last
@@ -86,9 +86,9 @@ def summary_rows(records: Sequence[ranking.TrialRecord], metric: str, max_epochs
             {
                 "trial_id": r.number,
                 "strategy": r.config.get("strategy"),
-                "state": trial_state(r, max_epochs),
-                "epochs": r.epochs,
-                "full_budget": r.epochs >= max_epochs,
+                "state": trial_state(r, epochs),
+                "epochs": r.reached,
+                "full_budget": r.reached >= epochs,
                 metric: _number(last.get(metric)),
                 "best_epoch_" + metric: _best(r.history, metric),
                 "time_train_s": sum(float(h.get("time_train_s", 0.0)) for h in r.history),
@@ -100,9 +100,9 @@ def summary_rows(records: Sequence[ranking.TrialRecord], metric: str, max_epochs
     return rows
 
 
-def best_config(records: Sequence[ranking.TrialRecord], metric: str, mode: str, max_epochs: int):
+def best_config(records: Sequence[ranking.TrialRecord], metric: str, mode: str, epochs: int):
     """The best trial by its last validation score, full-budget trials first (as the ranking); None if none scored."""
-    rows = ranking.rank(records, metric, mode, max_epochs)
+    rows = ranking.rank(records, metric, mode, epochs)
     return rows[0].best if rows and rows[0].best is not None else None
 
 
@@ -254,7 +254,7 @@ def best_config_yaml(name: str, best: ranking.TrialRecord, plan: dict[str, Any])
     config.setdefault("num_threads", best.last.get("num_threads") or max(1, int(cpus or 1)))
     header = (
         f"# best configuration of sweep {name}: trial {best.number} ({best.config.get('strategy')}), validation "
-        f"{metric} {best.last[metric]:.4f} at epoch {best.epochs}/{epochs}\n"
+        f"{metric} {best.last[metric]:.4f} at epoch {best.reached}/{epochs}\n"
         "# retrain: sweep train --config best_config.yaml\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False)
@@ -269,7 +269,7 @@ class Page:
         self.figures, self.importance = figures, importance
         metric, epochs = plan["metric"], plan["epochs"]
         self.rows = ranking.rank(records, metric, plan["mode"], epochs)
-        spent, total = sum(r.epochs for r in records), plan["num_samples"] * epochs
+        spent, total = sum(r.reached for r in records), plan["num_samples"] * epochs
         counts = {s: sum(r.status == s for r in records) for s in ("finished", "stopped", "failed", "running")}
         schedule = f"ASHA rungs at epochs {', '.join(map(str, rungs))}" if rungs else f"scheduler {plan['scheduler']}"
         self.summary = (

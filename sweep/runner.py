@@ -235,7 +235,7 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
             p.study.space,
             metric=p.study.metric,
             mode=p.study.mode,
-            max_t=epochs,
+            epochs=epochs,
             num_samples=n,
             strategies=p.strategies,
             seed=s.seed,
@@ -350,7 +350,7 @@ def fit(
 def _print_ranking(p: Plan, records: list[ranking.TrialRecord], wall: float, out) -> None:
     rows = ranking.rank(records, p.study.metric, p.study.mode, p.epochs)
     table = ranking.format_table(rows, p.study.metric, p.epochs)
-    spent = sum(r.epochs for r in records)
+    spent = sum(r.reached for r in records)
     budget = p.num_samples * p.epochs
     summary = (
         f"{len(records)}/{p.num_samples} trials, {spent} trial-epochs of {budget} ({spent / max(1, budget):.0%})"

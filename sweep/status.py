@@ -60,7 +60,7 @@ def format_status(
     live = state.startswith("running")
     counts = Counter(r.status for r in records)
     running = "running" if live else "unfinished (`sweep resume` continues them)"
-    spent = sum(r.epochs for r in records)
+    spent = sum(r.reached for r in records)
     lines = [
         f"sweep {name}: {state}",
         f"space {plan['space']}, {n} trials of at most {epochs} epochs, scheduler {plan['scheduler']}",

@@ -135,7 +135,7 @@ class SweepSearcher(Searcher):
         *,
         metric: str,
         mode: str,
-        max_t: int,
+        epochs: int,
         num_samples: int,
         strategies: Sequence[str],
         seed: int,
@@ -148,7 +148,7 @@ class SweepSearcher(Searcher):
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study, self.space = study, space
-        self.max_t, self.num_samples, self.seed, self.session, self.grid = max_t, num_samples, seed, session, grid
+        self.epochs, self.num_samples, self.seed, self.session, self.grid = epochs, num_samples, seed, session, grid
         self.sampler = sampler
         # Enqueued even when there is one, so `--strategies x` holds; a grid enumerates them itself.
         self.strategies = tuple(strategies) if grid is None else ()
@@ -172,7 +172,7 @@ class SweepSearcher(Searcher):
                 parse_config(config)
             except UserError as exc:  # a space that yields an invalid config: a failed trial, no compute spent
                 self.log(f"trial {number} not run: {exc}")
-                failed = judge(None, self.max_t, self.metric, error=f"invalid config: {exc}")
+                failed = judge(None, self.epochs, self.metric, error=f"invalid config: {exc}")
                 tell(self.study, self._get(number), failed)
                 continue
             return self._start(trial_id, number, config, None)
@@ -227,7 +227,7 @@ class SweepSearcher(Searcher):
         if error and is_storage_fault(reason):  # left running in the study: `sweep resume` goes on from its checkpoint
             self.storage_fault = self.storage_fault or reason
             return
-        outcome = judge(last, self.max_t, self.metric, stopped=True, error=reason)
+        outcome = judge(last, self.epochs, self.metric, stopped=True, error=reason)
         if outcome is not None:
             tell(self.study, frozen, outcome)
 
@@ -343,16 +343,16 @@ class DurableASHA(ASHAScheduler):
 
 
 def make_scheduler(
-    kind: str, max_t: int, *, grace_period: int | None = None, reduction_factor: int = 2
+    kind: str, epochs: int, *, grace_period: int | None = None, reduction_factor: int = 2
 ) -> TrialScheduler:
-    """ASHA on the epoch (rungs grace, grace*rf, ... below max_t) or FIFO. Unknown kinds raise, listing the valid."""
+    """ASHA on the epoch (rungs grace, grace*rf, ... below epochs) or FIFO. Unknown kinds raise, listing the valid."""
     if kind == "fifo":
         return FIFOScheduler()
     if kind != "asha":
         raise UserError(f"unknown scheduler {kind!r}; choose asha or fifo")
     if grace_period is None:
-        grace_period = default_grace_period(max_t)
-    if not 1 <= grace_period <= max_t:
-        raise UserError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({max_t})")
-    return DurableASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+        grace_period = default_grace_period(epochs)
+    if not 1 <= grace_period <= epochs:
+        raise UserError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({epochs})")
+    return DurableASHA(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace_period, reduction_factor=reduction_factor)
 

@@ -95,6 +95,16 @@ def random_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator
     return list(perm[: n_full * batch_size].reshape(n_full, batch_size))
 
 
+def random_keep_last_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Every item once per epoch: a fresh permutation cut into batches, the last smaller one kept (Xie et al.'s
+    caption loader has no drop_last; its hinge loss needs no fixed B). A last batch of one item has no negative
+    and is dropped. Only len(labels) is read."""
+    n = _as_labels(labels).size
+    batch_size = _check_batch_size(batch_size)
+    perm = rng.permutation(n)
+    return [b for b in (perm[i : i + batch_size] for i in range(0, n, batch_size)) if b.size >= 2]
+
+
 def one_per_class_batches(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Easy negatives: each batch holds exactly one item of every class, so no negative is same-class.
 
@@ -333,6 +343,7 @@ def resolve_partner_labels(
 
 SAMPLERS: dict[str, Callable[..., list[np.ndarray]]] = {
     "random": random_batches,
+    "random_keep_last": random_keep_last_batches,
     "one_per_class": one_per_class_batches,
     "single_class": single_class_batches,
 }

@@ -183,7 +183,7 @@ POSITIVE_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 SAMPLER_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"random": (), "one_per_class": (), "single_class": ("class_order",)}
+    {"random": (), "random_keep_last": (), "one_per_class": (), "single_class": ("class_order",)}
 )
 WEIGHTING_KNOBS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {

@@ -20,13 +20,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC, MODE = TASKS["image"].metric, TASKS["image"].mode  # the image studies rank on their task's metric
 
 
-def _searcher(study, *, strategies, num_samples, max_t=12, seed=0, overrides=None, grid=None):
+def _searcher(study, *, strategies, num_samples, epochs=12, seed=0, overrides=None, grid=None):
     return SweepSearcher(
         optuna.create_study(direction="maximize" if MODE == "max" else "minimize"),
         study.space,
         metric=METRIC,
         mode=MODE,
-        max_t=max_t,
+        epochs=epochs,
         num_samples=num_samples,
         strategies=strategies,
         seed=seed,
@@ -82,7 +82,7 @@ def test_stl10_hcl_is_hcl_grid():
     study = SPACES["stl10_hcl"]
     assert study.grid["beta"] == (0.0, 0.5, 1.0, 2.0, 6.0) and study.grid["tau_plus"] == (0.0, 0.1)
     assert study.num_samples == 10 and study.scheduler == "fifo"
-    searcher = _searcher(study, strategies=("hard",), num_samples=10, max_t=400, grid=study.grid)
+    searcher = _searcher(study, strategies=("hard",), num_samples=10, epochs=400, grid=study.grid)
     configs = _suggest(searcher, 10)
     assert {(c["temperature"], c["lr"], c["strategy"], c["epochs"]) for c in configs} == {(0.5, 1e-3, "hard", 400)}
     assert all(c["beta"] in study.grid["beta"] and c["tau_plus"] in study.grid["tau_plus"] for c in configs)
@@ -95,7 +95,7 @@ def test_stl10_hcl_is_hcl_grid():
 
 def test_the_grid_runs_every_point_once():
     study = SPACES["stl10_hcl"]
-    searcher = _searcher(study, strategies=("hard",), num_samples=10, max_t=400, grid=study.grid)
+    searcher = _searcher(study, strategies=("hard",), num_samples=10, epochs=400, grid=study.grid)
     configs = _suggest(searcher, 10)
     assert len({(c["beta"], c["tau_plus"]) for c in configs}) == 10
 
@@ -183,7 +183,7 @@ def test_a_users_file_may_give_a_whole_study_with_its_sampler_and_scheduler(tmp_
     study = load_study(f"{tmp_path / 'mine.py'}:BASELINE")
     assert (study.name, study.scheduler, study.sampler, study.num_samples) == ("mine.BASELINE", "fifo", "random", 6)
     random_search = SweepSearcher(
-        optuna.create_study(direction="maximize"), study.space, metric=METRIC, mode=MODE, max_t=4, num_samples=20,
+        optuna.create_study(direction="maximize"), study.space, metric=METRIC, mode=MODE, epochs=4, num_samples=20,
         strategies=("infonce",), seed=0, session=0, sampler=study.sampler, log=lambda msg: None,
     )
     lrs = [c["lr"] for c in _suggest(random_search, 20)]

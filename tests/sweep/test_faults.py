@@ -83,7 +83,7 @@ def test_a_trial_stopped_by_a_full_disk_is_left_for_resume_not_failed(tmp_path):
         trial.suggest_categorical("strategy", ["infonce"])
         return {"task": "image"}
 
-    searcher = SweepSearcher(study, space, metric="linear_acc", mode="max", max_t=2, num_samples=2,
+    searcher = SweepSearcher(study, space, metric="linear_acc", mode="max", epochs=2, num_samples=2,
                              strategies=("infonce",), seed=0, session=0)
     searcher.suggest("t0")
     error = tmp_path / "error.txt"

@@ -252,7 +252,7 @@ def _rebuild(trial):
 
 
 def test_reconcile_brings_the_study_up_to_date_from_the_checkpoints(tmp_path):
-    max_t = 4  # ASHA rungs at 1 and 2
+    epochs = 4  # ASHA rungs at 1 and 2
     exp, study = _sweep_study(tmp_path, 8)
     _write(exp, 0, 0, "infonce", _rows(0, 0.8, 0.8, 0.8, 0.8))  # full budget, never told
     _write(exp, 0, 1, "infonce", _rows(10, 0.9, 0.85, stop_at="non-finite loss"))
@@ -267,10 +267,10 @@ def test_reconcile_brings_the_study_up_to_date_from_the_checkpoints(tmp_path):
     ledger.tell(study, study.trials[7], Outcome(TrialState.FAIL, None, "error"))
     before6 = study.trials[6]
 
-    scheduler = make_scheduler("asha", max_t)
+    scheduler = make_scheduler("asha", epochs)
     scheduler.set_search_properties(METRIC, "max")
     saved = ledger.newest_checkpoints(str(exp))
-    resumable = ledger.reconcile(study, saved, scheduler, max_t, METRIC, _rebuild)
+    resumable = ledger.reconcile(study, saved, scheduler, epochs, METRIC, _rebuild)
 
     t = study.get_trials()
     assert t[0].state == TrialState.COMPLETE and t[0].value == 0.8
@@ -291,7 +291,7 @@ def test_reconcile_brings_the_study_up_to_date_from_the_checkpoints(tmp_path):
     assert by_number[8].config == {"rebuilt": True}
 
     # a second reconcile (a second resume after another kill) finds nothing new to tell
-    again = ledger.reconcile(study, saved, make_scheduler("asha", max_t), max_t, METRIC, _rebuild)
+    again = ledger.reconcile(study, saved, make_scheduler("asha", epochs), epochs, METRIC, _rebuild)
     assert [r.number for r in again] == [3, 4, 5, 8]
     assert [s.state for s in study.get_trials()] == [s.state for s in t]
 

@@ -350,7 +350,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_session):
     space.write_text(USER_SPACE)
     address, name, storage = _address(ray_session), "worker", tmp_path / "store"
     exp, log = storage / name, tmp_path / "run.log"
-    epochs = 6  # --epochs outranks the space's 4: room to kill the worker mid-trial
+    epochs = 12  # --epochs outranks the space's 4: room to kill the worker mid-trial, even on a loaded machine
     proc = None
     try:
         # one trial: the first trial at a rung always passes, so ASHA never stops it
@@ -490,7 +490,7 @@ def _asks(study, session: int, trial_ids: range) -> None:
         SPACES["digits"].space,
         metric="linear_acc",
         mode="max",
-        max_t=EPOCHS,
+        epochs=EPOCHS,
         num_samples=N,
         strategies=("infonce", "debiased", "hard"),
         seed=0,

@@ -35,8 +35,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC, MODE = "linear_acc", "max"
 
 
-def _asha(max_t=8):
-    scheduler = make_scheduler("asha", max_t)
+def _asha(epochs=8):
+    scheduler = make_scheduler("asha", epochs)
     scheduler.set_search_properties(METRIC, MODE)
     return scheduler
 
@@ -74,7 +74,7 @@ def test_asha_keeps_a_better_trial_and_ignores_results_without_the_metric():
 
 
 def test_asha_stops_every_trial_at_the_full_budget():
-    scheduler = _asha(max_t=4)
+    scheduler = _asha(epochs=4)
     t = _trial(0)
     scheduler.on_trial_add(None, t)
     assert scheduler.on_trial_result(None, t, {TIME_ATTR: 4, METRIC: 0.9}) == TrialScheduler.STOP
@@ -108,7 +108,7 @@ def test_asha_knows_a_resumed_trial_by_its_sweep_number():
 
 # --- DurableASHA.replay ---------------------------------------------------------------------------------------------
 
-# (trial, epoch, score) in the order the results reached the live driver. max_t 8 -> rungs at 1, 2, 4.
+# (trial, epoch, score) in the order the results reached the live driver. epochs 8 -> rungs at 1, 2, 4.
 LIVE_ORDER = [
     (0, 1, 0.5),
     (1, 1, 0.7),
@@ -125,9 +125,9 @@ LIVE_ORDER = [
 ]
 
 
-def _run_live(order, max_t=8):
+def _run_live(order, epochs=8):
     """Feed results as Tune does: a STOP ends the trial (on_trial_complete) and its later results never come."""
-    scheduler = _asha(max_t)
+    scheduler = _asha(epochs)
     tune_trials = {n: _trial(n, number=n) for n in {n for n, _, _ in order}}
     for t in tune_trials.values():
         scheduler.on_trial_add(None, t)
@@ -180,7 +180,7 @@ def test_a_fresh_asha_without_replay_would_let_a_stopped_trial_go_on():
 # --- the searcher -------------------------------------------------------------------------------------------------
 
 
-def _searcher(max_t=8, *, study=None, space=None, strategies=("infonce", "hard"), num_samples=4, seed=0, **kwargs):
+def _searcher(epochs=8, *, study=None, space=None, strategies=("infonce", "hard"), num_samples=4, seed=0, **kwargs):
     study = study if study is not None else optuna.create_study(direction="maximize")
     logs = []
     s = SweepSearcher(
@@ -188,12 +188,12 @@ def _searcher(max_t=8, *, study=None, space=None, strategies=("infonce", "hard")
         space or SPACES["digits"].space,
         metric=METRIC,
         mode=MODE,
-        max_t=max_t,
+        epochs=epochs,
         num_samples=num_samples,
         strategies=strategies,
         seed=seed,
         session=kwargs.pop("session", 0),
-        overrides=kwargs.pop("overrides", {"epochs": max_t}),
+        overrides=kwargs.pop("overrides", {"epochs": epochs}),
         log=logs.append,
         **kwargs,
     )
@@ -241,7 +241,7 @@ def test_trial_stopped_early_is_told_to_optuna_as_pruned_at_its_epoch():
 
 
 def test_trial_at_full_budget_is_complete_with_its_final_score():
-    s = _searcher(max_t=2)
+    s = _searcher(epochs=2)
     s.suggest("a")
     s.on_trial_result("a", {TIME_ATTR: 1, METRIC: 0.3})
     s.on_trial_complete("a", {TIME_ATTR: 2, METRIC: 0.7})

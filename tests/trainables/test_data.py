@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from trainables.datasets import DatasetNotFoundError
-from trainables.tasks.image.data import DATASETS, ImageData, Split, load_image_data
+from trainables.tasks.image.data import DATASETS, ImageData, ImageSplit, load_image_data
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,11 @@ def digits() -> ImageData:
     return load_image_data("digits", seed=0)
 
 
-def _keys(split: Split) -> list[bytes]:
+def _keys(split: ImageSplit) -> list[bytes]:
     """One content key (pixels + label) per item; digits has a few duplicate images, so compare multisets."""
     return [
         img.numpy().tobytes() + int(lab).to_bytes(2, "little", signed=True)
-        for img, lab in zip(split.x, split.y, strict=True)
+        for img, lab in zip(split.images, split.labels, strict=True)
     ]
 
 
@@ -32,11 +32,11 @@ def _keys(split: Split) -> list[bytes]:
 
 def test_digits_shapes_dtypes_and_classes(digits: ImageData) -> None:
     for split in (digits.pretrain, digits.train, digits.val, digits.test):
-        assert split.x.dtype == torch.uint8 and split.y.dtype == torch.int64
-        assert split.x.shape[1:] == (1, 8, 8) and split.x.shape[0] == split.y.shape[0]
+        assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
+        assert split.images.shape[1:] == (1, 8, 8) and split.images.shape[0] == split.labels.shape[0]
     assert digits.num_classes == 10 and len(DATASETS) == 5
-    assert set(digits.train.y.tolist()) == set(range(10))
-    assert int(digits.train.x.max()) == 255 and int(digits.train.x.min()) == 0  # 0..16 scaled to 0..255
+    assert set(digits.train.labels.tolist()) == set(range(10))
+    assert int(digits.train.images.max()) == 255 and int(digits.train.images.min()) == 0  # 0..16 scaled to 0..255
     assert digits.pretrain is digits.train
     assert len(digits.mean) == len(digits.std) == 1 and 0 < digits.mean[0] < 1 and digits.std[0] > 0
     assert (digits.channels, digits.image_size) == (1, 8)
@@ -48,12 +48,12 @@ def test_digits_split_sizes_70_15_15(digits: ImageData) -> None:
     assert sizes == (1257, 270, 270)
     # stratified: every class is in every split in roughly its share (each class has ~180 images)
     for split in (digits.val, digits.test):
-        counts = torch.bincount(split.y, minlength=10)
+        counts = torch.bincount(split.labels, minlength=10)
         assert int(counts.min()) >= 25 and int(counts.max()) <= 30
 
 
 def test_digits_mean_std_are_train_statistics(digits: ImageData) -> None:
-    x = digits.train.x.double() / 255
+    x = digits.train.images.double() / 255
     assert digits.mean[0] == pytest.approx(float(x.mean()), abs=1e-9)
     assert digits.std[0] == pytest.approx(float(x.std()), abs=1e-9)
 
@@ -75,7 +75,7 @@ def test_digits_deterministic_by_seed(digits: ImageData) -> None:
     same = load_image_data("digits", seed=0)
     other = load_image_data("digits", seed=1)
     for a, b in ((digits.train, same.train), (digits.val, same.val), (digits.test, same.test)):
-        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert set(_keys(digits.val)) != set(_keys(other.val))
     assert set(_keys(digits.test)) != set(_keys(other.test))
 
@@ -83,14 +83,14 @@ def test_digits_deterministic_by_seed(digits: ImageData) -> None:
 def test_digits_limit_keeps_class_balance() -> None:
     data = load_image_data("digits", limit=50)
     assert (len(data.train), len(data.val), len(data.test)) == (50, 50, 50)
-    assert torch.bincount(data.train.y, minlength=10).tolist() == [5] * 10
+    assert torch.bincount(data.train.labels, minlength=10).tolist() == [5] * 10
     assert len(load_image_data("digits", limit=5000).train) == 1257  # a limit above the size is a no-op
 
 
 def test_digits_image_size_resizes_every_split() -> None:
     data = load_image_data("digits", image_size=16, limit=20)
-    assert data.train.x.shape[1:] == (1, 16, 16) and data.test.x.shape[1:] == (1, 16, 16)
-    assert data.train.x.dtype == torch.uint8
+    assert data.train.images.shape[1:] == (1, 16, 16) and data.test.images.shape[1:] == (1, 16, 16)
+    assert data.train.images.dtype == torch.uint8
 
 
 def test_unknown_dataset_lists_the_names() -> None:
@@ -169,14 +169,14 @@ def test_cifar10_loads_from_the_official_layout(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
     data = load_image_data("cifar10", str(tmp_path), seed=0, val_fraction=0.2)
     assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 20)
-    assert data.train.x.shape[1:] == (3, 32, 32) and data.train.x.dtype == torch.uint8
+    assert data.train.images.shape[1:] == (3, 32, 32) and data.train.images.dtype == torch.uint8
     assert data.num_classes == 10 and data.pretrain is data.train
     assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2023, 0.1994, 0.2010)
     for split in (data.train, data.val, data.test):  # (N, 32, 32, 3) -> (N, 3, 32, 32) kept the pixel order
-        assert torch.equal(split.x[:, 0, 0, 0].long(), split.y)
-    assert torch.bincount(data.val.y, minlength=10).tolist() == [2] * 10  # stratified hold-out
+        assert torch.equal(split.images[:, 0, 0, 0].long(), split.labels)
+    assert torch.bincount(data.val.labels, minlength=10).tolist() == [2] * 10  # stratified hold-out
     again = load_image_data("cifar10", str(tmp_path), seed=0, val_fraction=0.2)
-    assert torch.equal(again.val.x, data.val.x)
+    assert torch.equal(again.val.images, data.val.images)
 
 
 # ------------------------------------------------------------------------------------------- ImageFolder
@@ -199,11 +199,11 @@ def test_imagefolder_loads_generated_pngs(tmp_path) -> None:
     assert data.num_classes == 2
     assert len(data.train) + len(data.val) + len(data.test) == 20
     for split in (data.train, data.val, data.test):
-        assert split.x.shape[1:] == (3, 12, 12) and split.x.dtype == torch.uint8
-        red = split.x[:, 0].float().mean(dim=(1, 2))
-        assert torch.all((red > 100) == (split.y == 1))
+        assert split.images.shape[1:] == (3, 12, 12) and split.images.dtype == torch.uint8
+        red = split.images[:, 0].float().mean(dim=(1, 2))
+        assert torch.all((red > 100) == (split.labels == 1))
     assert len(data.mean) == 3 and all(s > 0 for s in data.std)
-    assert load_image_data("imagefolder", str(tmp_path)).train.x.shape[-1] == 64  # default size
+    assert load_image_data("imagefolder", str(tmp_path)).train.images.shape[-1] == 64  # default size
 
 
 def test_imagefolder_without_class_folders(tmp_path) -> None:
@@ -232,14 +232,14 @@ def test_stl10_pretrain_is_train_plus_unlabelled_without_val(tmp_path, monkeypat
     monkeypatch.setattr(tv_stl10, "check_integrity", lambda *args, **kwargs: True)
     data = load_image_data("stl10", str(tmp_path), val_fraction=0.25)
     assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 20)
-    assert len(data.pretrain) == 30 + 30 and data.train.x.shape[1:] == (3, 96, 96)
-    assert int((data.pretrain.y == -1).sum()) == 30
+    assert len(data.pretrain) == 30 + 30 and data.train.images.shape[1:] == (3, 96, 96)
+    assert int((data.pretrain.labels == -1).sum()) == 30
     for split in (data.train, data.val, data.test):
-        assert torch.equal(split.x[:, 0, 0, 0].long(), split.y)
+        assert torch.equal(split.images[:, 0, 0, 0].long(), split.labels)
     pretrain_keys, val_keys = set(_keys(data.pretrain)), set(_keys(data.val))
     assert set(_keys(data.train)) <= pretrain_keys and not val_keys & pretrain_keys
     small = load_image_data("stl10", str(tmp_path), val_fraction=0.25, image_size=32)
-    assert small.pretrain.x.shape[1:] == small.test.x.shape[1:] == (3, 32, 32)
+    assert small.pretrain.images.shape[1:] == small.test.images.shape[1:] == (3, 32, 32)
 
 
 def test_data_that_is_not_where_or_what_the_user_said_is_a_user_error(tmp_path):

@@ -95,6 +95,19 @@ def test_random_smaller_than_one_batch_is_one_batch():
     np.testing.assert_array_equal(np.sort(batch), np.arange(7))
 
 
+def test_random_keep_last_keeps_every_item_and_drops_only_a_lone_last_one():
+    from trainables.sampling import random_keep_last_batches
+
+    batches = random_keep_last_batches(np.zeros(103, dtype=np.int64), 10, np.random.default_rng(0))
+    assert [b.size for b in batches] == [10] * 10 + [3]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(103))
+    # the same permutation as the random sampler, cut the same way
+    first = random_batches(np.zeros(103, dtype=np.int64), 10, np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(batches[0], first)
+    lone = random_keep_last_batches(np.zeros(21, dtype=np.int64), 10, np.random.default_rng(0))
+    assert [b.size for b in lone] == [10, 10]  # one item has no negative
+
+
 def test_random_uses_unlabelled_items():
     batches = random_batches(np.full(20, -1), 5, np.random.default_rng(0))
     np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(20))
@@ -430,7 +443,7 @@ def test_deterministic_given_seed(call):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["random", "one_per_class", "single_class"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_samplers_reshuffle_with_another_seed(name):
     fn = SAMPLERS[name]
     a = np.concatenate(fn(DETERMINISM_LABELS, 4, np.random.default_rng(0)))

@@ -46,7 +46,7 @@ def test_default_sizes_and_types(default):
     assert default.room_names == ROOM_NAMES[:4] and len(set(default.category_names)) == 8
     for split, n_objects in zip(_splits(default), (8 * 8, 8, 8), strict=True):
         assert split.frames.dtype == torch.uint8 and split.frames.shape == (n_objects * 12, 3, 32, 32)
-        for field in (split.obj, split.category, split.room, split.frame_index):
+        for field in (split.obj, split.labels, split.room, split.frame_index):
             assert field.dtype == torch.int64 and field.shape == (len(split),)
         assert split.n_objects == n_objects
         assert torch.equal(split.frame_index, torch.arange(12).repeat(n_objects))
@@ -67,7 +67,7 @@ def test_deterministic_in_the_seed_and_limit_takes_a_subset(default):
         assert not torch.equal(a.frames, c.frames) and torch.equal(a.obj, c.obj)
     small = load_temporal("synthetic", seed=0, limit=3)
     for full, part in zip(_splits(default), _splits(small), strict=True):
-        assert part.n_objects == 3 and part.category.unique().tolist() == [0, 1, 2]  # categories in turn
+        assert part.n_objects == 3 and part.labels.unique().tolist() == [0, 1, 2]  # categories in turn
         for o in part.object_ids.tolist():  # an object's pixels do not depend on what else is generated
             assert torch.equal(part.frames[part.obj == o], full.frames[full.obj == o])
 
@@ -80,15 +80,15 @@ def test_the_papers_split_rule_on_unseen_objects():
     ids = [set(split.object_ids.tolist()) for split in _splits(data)]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     for split in _splits(data):
-        assert torch.equal(split.object_ids // 20, split.category[split.object_starts])
-        assert torch.bincount(split.category[split.object_starts], minlength=4).unique().numel() == 1  # balanced
+        assert torch.equal(split.object_ids // 20, split.labels[split.object_starts])
+        assert torch.bincount(split.labels[split.object_starts], minlength=4).unique().numel() == 1  # balanced
 
 
 def test_rooms_follow_the_balanced_map(default):
     assert default.category_room == (0, 1, 2, 3, 0, 1, 2, 3)
     room_of = torch.tensor(default.category_room)
     for split in _splits(default):
-        assert torch.equal(split.room, room_of[split.category])
+        assert torch.equal(split.room, room_of[split.labels])
 
 
 def test_random_room_map_is_balanced_differs_and_leaves_the_pixels(default):
@@ -101,7 +101,7 @@ def test_random_room_map_is_balanced_differs_and_leaves_the_pixels(default):
     assert grouping(shuffled.category_room) != grouping(default.category_room)
     assert torch.equal(shuffled.train.frames, default.train.frames)  # the map changes who shares a room, not pixels
     room_of = torch.tensor(shuffled.category_room)
-    assert torch.equal(shuffled.test.room, room_of[shuffled.test.category])
+    assert torch.equal(shuffled.test.room, room_of[shuffled.test.labels])
     for seed in range(20):
         assert grouping(random_room_map(default.category_room, seed)) != grouping(default.category_room)
     # "random:K" fixes the control map across data seeds, as the paper ships two fixed random files
@@ -130,7 +130,7 @@ def test_time_object_and_category_are_visible_in_the_pixels(default):
     """Neighbouring frames are closer than other objects of the category, which are closer than other categories,
     so time, object and category are all learnable levels."""
     x = default.train.frames.float().flatten(1) / 255
-    obj, cat = default.train.obj, default.train.category
+    obj, cat = default.train.obj, default.train.labels
     step = (obj[1:] == obj[:-1]).nonzero().squeeze(1)
     consecutive = ((x[step] - x[step + 1]) ** 2).mean().item()
     g = torch.Generator().manual_seed(0)
@@ -251,12 +251,12 @@ def test_mvimgnet_layouts_load_with_the_right_splits(tmp_path, images, layout):
     test_object = 0 if layout in ("partition", "paper") else 9
     expected = {"train": set(range(10)) - {8, test_object}, "val": {8}, "test": {test_object}}
     for role, split in zip(("train", "val", "test"), _splits(data), strict=True):
-        assert torch.equal(split.room, torch.tensor(data.category_room)[split.category])
+        assert torch.equal(split.room, torch.tensor(data.category_room)[split.labels])
         assert torch.equal(split.object_lengths, torch.full((3 * len(expected[role]),), 3))
         seen = set()
         for row in range(len(split)):
             r, g, b = split.frames[row, :, 4, 4].tolist()
-            c, o, f = KEPT[int(split.category[row])], (g - 5) // 20, int(split.frame_index[row])
+            c, o, f = KEPT[int(split.labels[row])], (g - 5) // 20, int(split.frame_index[row])
             assert (r, g, b) == _colour(c, o, f)  # the file of this (category, object, frame)
             assert (split.frames[row] == split.frames[row, :, :1, :1]).all()
             seen.add(o)
@@ -271,7 +271,7 @@ def test_mvimgnet_limit_and_random_rooms(tmp_path, images):
         "mvimgnet", root, limit=2, room_map="random", context_json=os.path.join(root, "room_assignment.json")
     )
     assert [s.n_objects for s in _splits(data)] == [2, 2, 2]
-    assert data.train.category[data.train.object_starts].tolist() == [0, 1]  # categories in turn
+    assert data.train.labels[data.train.object_starts].tolist() == [0, 1]  # categories in turn
     assert sorted(data.category_room) == [0, 0, 1] and data.category_room != (0, 1, 0)
     with pytest.raises(ValueError, match="context_json"):
         load_temporal("mvimgnet", root, room_map=os.path.join(root, "room_assignment.json"))

@@ -20,7 +20,7 @@ TASK = Task(
     smoke={"limit": 30, "conv_width": 4, "gru_units": 8, "n_mels": 16, "batch_size": 16},
     parts={
         "positive": ("cross_modal",),
-        "sampler": ("random",),
+        "sampler": ("random_keep_last",),
         "weighting": ("all", "uniform_one", "mean", "hard_k", "easy_k", "semi_hard"),
         "family": ("softmax", "hinge"),
     },

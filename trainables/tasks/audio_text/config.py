@@ -13,7 +13,7 @@ from trainables.tasks.audio_text.data import DATASETS
 
 
 def _xie(name: str, weighting: str, doc: str, **defaults: Any) -> Strategy:
-    return preset(name, "cross_modal", "random", weighting, doc, family="hinge", margin=0.5, **defaults)
+    return preset(name, "cross_modal", "random_keep_last", weighting, doc, family="hinge", margin=0.5, **defaults)
 
 
 # The audio-text retrieval strategies (Xie et al., ICASSP 2023, STRATEGIES.md section 3): a margin triplet loss in
@@ -24,8 +24,11 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
         s.name: s
         for s in (
             preset(
-                "infonce", "cross_modal", "random", "all", "cross-modal InfoNCE, both directions, same-clip captions "
-                "left out of the negatives (the comparison)"
+                "infonce",
+                "cross_modal",
+                "random_keep_last",
+                "all",
+                "cross-modal InfoNCE, both directions, same-clip captions left out of the negatives (the comparison)",
             ),
             _xie("random_ns", "uniform_one", "random-NS: one negative drawn at random per direction"),
             _xie("full_batch_ns", "mean", "full-batch-NS: the hinge averaged over every negative"),

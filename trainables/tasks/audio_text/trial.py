@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trainables.loop import EpochLog, embedding_spread, epoch_seed, prepare
+from trainables.sampling import SAMPLERS
 from trainables.tasks.audio_text.config import AudioTextConfig
 from trainables.tasks.audio_text.data import AudioTextData, AudioTextSplit, load_audio_text
 from trainables.tasks.audio_text.losses import frame_word_scores, hinge_loss, infonce_loss, pooled_scores
@@ -43,9 +44,8 @@ class AudioTextTrial:
         cfg, split, spec = self.cfg, self.data.train, self.cfg.strategy_spec
         rng = np.random.default_rng([cfg.seed, epoch])
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        order = rng.permutation(split.n_captions)
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        batches = [b for b in batches if len(b) >= 2]  # a last batch of one pair has no negative
+        # a caption's clip is its label: a sampler that groups by label groups the captions of one clip
+        batches = SAMPLERS[spec.sampler](split.caption_clip.numpy(), cfg.batch_size, rng, **cfg.part_knobs("sampler"))
         self.model.train()
         log = EpochLog(self.optimizer)
         for idx in batches:

@@ -43,25 +43,26 @@ _NO_DOWNLOAD = "download it yourself; nothing is downloaded at run time"
 
 
 @dataclass(frozen=True)
-class Split:
-    """One split: ``x`` uint8 ``(n, C, H, W)``, ``y`` int64 ``(n,)`` with -1 for unlabelled items."""
+class ImageSplit:
+    """One split: ``images`` uint8 ``(n, C, H, W)``, ``labels`` int64 ``(n,)`` with -1 for unlabelled items."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.x.dtype != torch.uint8 or self.x.ndim != 4:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(
-                f"Split.x must be a uint8 (n, C, H, W) tensor, got {self.x.dtype} {tuple(self.x.shape)}"
+                f"ImageSplit.images must be a uint8 (n, C, H, W) tensor, got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
             )
-        if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise ValueError(
-                f"Split.y must be int64 of shape ({self.x.shape[0]},), got {self.y.dtype} "
-                f"{tuple(self.y.shape)}"
+                f"ImageSplit.labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}"
             )
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.labels.shape[0])
 
 
 @dataclass(frozen=True)
@@ -69,21 +70,21 @@ class ImageData:
     """A dataset split by role; ``mean``/``std`` are per-channel normalisation stats in [0, 1] units."""
 
     name: str
-    pretrain: Split
-    train: Split
-    val: Split
-    test: Split
+    pretrain: ImageSplit
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
     @property
     def channels(self) -> int:
-        return int(self.train.x.shape[1])
+        return int(self.train.images.shape[1])
 
     @property
     def image_size(self) -> int:
-        return int(self.train.x.shape[-1])
+        return int(self.train.images.shape[-1])
 
 
 
@@ -138,7 +139,7 @@ def _load_digits(seed: int, val_fraction: float, limit: int | None) -> ImageData
     y = torch.from_numpy(bunch.target.astype(np.int64))
     train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
     train, val, test = (_take(x, y, idx, limit) for idx in (train_idx, val_idx, test_idx))
-    mean, std = channel_stats(train.x, floor=1e-6)
+    mean, std = channel_stats(train.images, floor=1e-6)
     return ImageData("digits", train, train, val, test, 10, mean, std)
 
 
@@ -181,7 +182,7 @@ def _load_stl10(root: str, seed: int, val_fraction: float, limit: int | None) ->
     pre_x = torch.empty((len(rows), *x_lab.shape[1:]), dtype=torch.uint8)  # filled in place: one 2.9 GB copy
     torch.index_select(x_lab, 0, torch.from_numpy(keep)[lab_rows], out=pre_x[: len(lab_rows)])
     torch.index_select(x_unl, 0, unl_rows, out=pre_x[len(lab_rows) :])
-    pretrain = Split(pre_x, pre_y[rows])
+    pretrain = ImageSplit(pre_x, pre_y[rows])
     y_test = _labels(official_test.labels)
     test = _take(torch.from_numpy(official_test.data), y_test, np.arange(len(y_test)), limit)
     return ImageData("stl10", pretrain, train, val, test, 10, CIFAR10_MEAN, CIFAR10_STD)
@@ -215,11 +216,11 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
             if len(idx)
             else torch.empty((0, 3, size, size), dtype=torch.uint8)
         )
-        splits.append(Split(x, y[torch.from_numpy(idx)]))
+        splits.append(ImageSplit(x, y[torch.from_numpy(idx)]))
     if any(len(split) == 0 for split in splits):
         raise UserError(too_few)
     train, val, test = splits
-    mean, std = channel_stats(train.x, floor=1e-6)
+    mean, std = channel_stats(train.images, floor=1e-6)
     return ImageData("imagefolder", train, train, val, test, len(folder.classes), mean, std)
 
 
@@ -327,13 +328,13 @@ def _stratified_head(y: np.ndarray, limit: int | None) -> np.ndarray:
     return np.sort(np.argsort(key, kind="stable")[:limit])
 
 
-def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, limit: int | None) -> Split:
+def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, limit: int | None) -> ImageSplit:
     """The items ``idx`` (then limited) as a contiguous split; the identity selection is not copied."""
     idx = np.asarray(idx, dtype=np.int64)[_stratified_head(y.numpy()[idx], limit)]
     if len(idx) == len(y) and np.array_equal(idx, np.arange(len(y))):
-        return Split(x.contiguous(), y)
+        return ImageSplit(x.contiguous(), y)
     idx_t = torch.from_numpy(idx)
-    return Split(x[idx_t], y[idx_t])
+    return ImageSplit(x[idx_t], y[idx_t])
 
 
 
@@ -353,11 +354,11 @@ def _resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor
 
 
 def _resize_data(data: ImageData, size: int) -> ImageData:
-    cache: dict[int, Split] = {}
+    cache: dict[int, ImageSplit] = {}
 
-    def resize(split: Split) -> Split:  # pretrain is train for most datasets: resize it once
+    def resize(split: ImageSplit) -> ImageSplit:  # pretrain is train for most datasets: resize it once
         if id(split) not in cache:
-            cache[id(split)] = Split(_resize_uint8(split.x, size), split.y)
+            cache[id(split)] = ImageSplit(_resize_uint8(split.images, size), split.labels)
         return cache[id(split)]
 
     return ImageData(

@@ -39,21 +39,21 @@ class ImageTrial:
 
     def _features(self) -> np.ndarray:
         with self.accel.autocast():
-            return extract_features(self.model.backbone, self.data.pretrain.x, self.eval_transform,
+            return extract_features(self.model.backbone, self.data.pretrain.images, self.eval_transform,
                                     device=self.device).numpy()
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, spec = self.cfg, self.cfg.strategy_spec
         rng = np.random.default_rng([cfg.seed, epoch])
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        labels = self.data.pretrain.y.numpy()
+        labels = self.data.pretrain.labels.numpy()
         batches = SAMPLERS[spec.sampler](labels, cfg.batch_size, rng, **cfg.part_knobs("sampler"))
         partners_of = self.positives.epoch(epoch, self._features)
         self.model.train()
         log = EpochLog(self.optimizer)
         for idx in batches:
             partners = partners_of(idx, rng)
-            x = self.data.pretrain.x
+            x = self.data.pretrain.images
             x = torch.cat([self.augment(x[idx], gen), self.augment(x[partners], gen)])
             with self.accel.autocast():
                 _, z = self.model(self.accel.images(x))
@@ -69,12 +69,12 @@ class ImageTrial:
         cfg, data = self.cfg, self.data
         scored = getattr(data, split)
         with self.accel.autocast():
-            train_h = extract_features(self.model.backbone, data.train.x, self.eval_transform, device=self.device)
-            h = extract_features(self.model.backbone, scored.x, self.eval_transform, device=self.device)
+            train_h = extract_features(self.model.backbone, data.train.images, self.eval_transform, device=self.device)
+            h = extract_features(self.model.backbone, scored.images, self.eval_transform, device=self.device)
         out = {
-            "linear_acc": linear_probe_accuracy(train_h, data.train.y, h, scored.y, epochs=cfg.probe_epochs,
+            "linear_acc": linear_probe_accuracy(train_h, data.train.labels, h, scored.labels, epochs=cfg.probe_epochs,
                                                 seed=cfg.seed),
-            "knn_acc": knn_accuracy(train_h, data.train.y, h, scored.y, k=cfg.knn_k),
+            "knn_acc": knn_accuracy(train_h, data.train.labels, h, scored.labels, k=cfg.knn_k),
         }
         if split == "val":
             with torch.no_grad():
@@ -87,12 +87,12 @@ class ImageTrial:
 def build(cfg: ImageConfig) -> ImageTrial:
     accel = Accel.resolve(prepare(cfg), cfg.precision)
     data = load_image_data(cfg.dataset, cfg.data_root, seed=cfg.seed, image_size=cfg.image_size, limit=cfg.limit)
-    channels, size = data.pretrain.x.shape[1], data.pretrain.x.shape[-1]
+    channels, size = data.pretrain.images.shape[1], data.pretrain.images.shape[-1]
     model = accel.module(ContrastiveModel.build(
         cfg.encoder, channels, width=cfg.width, hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim
     ))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    positives = Positives(cfg.strategy_spec.positive, cfg.part_knobs("positive"), data.pretrain.y.numpy(),
+    positives = Positives(cfg.strategy_spec.positive, cfg.part_knobs("positive"), data.pretrain.labels.numpy(),
                           data.num_classes, cfg.seed)
     return ImageTrial(cfg, data, model, optimizer, accel, make_augment(size, channels, data.mean, data.std),
                       make_eval_transform(data.mean, data.std), positives)

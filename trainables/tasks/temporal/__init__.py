@@ -22,7 +22,7 @@ TASK = Task(
     smoke={"objects_per_category": 10, "width": 4, "proj_hidden_dim": 32, "proj_dim": 16, "batch_size": 32},
     parts={
         "positive": ("temporal", "same_instance"),
-        "sampler": ("random",),
+        "sampler": ("random_keep_last",),
         "weighting": ("all",),
         "family": ("softmax_labels",),
     },

@@ -18,11 +18,12 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     {
         s.name: s
         for s in (
-            preset("time", "temporal", "random", "all", "time-based contrast: the positive is a frame up to delta "
-                    "steps away in the sequence, possibly the next object in the same room", family="softmax_labels",
-                    delta=2, crop_number=7.0, p_change_room=0.1, chunk_ratio=0.8, label_weight=0.0),
-            preset("classic", "same_instance", "random", "all", "SimCLR on single frames: two augmentations of "
-                    "one view", family="softmax_labels", label_weight=0.0),
+            preset("time", "temporal", "random_keep_last", "all", "time-based contrast: the positive is a frame up to "
+                    "delta steps away in the sequence, possibly the next object in the same room",
+                    family="softmax_labels", delta=2, crop_number=7.0, p_change_room=0.1, chunk_ratio=0.8,
+                    label_weight=0.0),
+            preset("classic", "same_instance", "random_keep_last", "all", "SimCLR on single frames: two "
+                    "augmentations of one view", family="softmax_labels", label_weight=0.0),
         )
     }
 )

@@ -66,7 +66,8 @@ class TemporalSplit:
     Attributes:
         frames: RGB frames. Shape: (N, 3, H, W), uint8.
         obj: global object id (unique across splits). Shape: (N,), int64.
-        category: category index into ``TemporalData.category_names``. Shape: (N,), int64.
+        labels: the category, an index into ``TemporalData.category_names``: the class the probes predict.
+            Shape: (N,), int64.
         room: room index into ``TemporalData.room_names`` (the category's room under the map). Shape: (N,), int64.
         frame_index: position of the frame in its object's video, 0..length-1 (the rank among the frames kept, so
             that ``k + delta`` is always a valid neighbour inside the video). Shape: (N,), int64.
@@ -74,7 +75,7 @@ class TemporalSplit:
 
     frames: torch.Tensor
     obj: torch.Tensor
-    category: torch.Tensor
+    labels: torch.Tensor
     room: torch.Tensor
     frame_index: torch.Tensor
 
@@ -82,7 +83,7 @@ class TemporalSplit:
         n = int(self.frames.shape[0])
         if self.frames.dtype != torch.uint8 or self.frames.ndim != 4 or self.frames.shape[1] != 3:
             raise ValueError(f"frames must be uint8 (N, 3, H, W), got {self.frames.dtype} {tuple(self.frames.shape)}")
-        for field in ("obj", "category", "room", "frame_index"):
+        for field in ("obj", "labels", "room", "frame_index"):
             value = getattr(self, field)
             if value.dtype != torch.int64 or value.shape != (n,):
                 raise ValueError(f"{field} must be int64 of shape ({n},), got {value.dtype} {tuple(value.shape)}")
@@ -373,7 +374,7 @@ def _split(
     return TemporalSplit(
         frames=torch.from_numpy(frames),
         obj=torch.from_numpy(np.repeat(np.asarray(obj, dtype=np.int64), lengths)),
-        category=torch.from_numpy(cat_rows),
+        labels=torch.from_numpy(cat_rows),
         room=torch.from_numpy(rooms[cat_rows] if len(cat_rows) else cat_rows),
         frame_index=torch.from_numpy(np.concatenate([np.arange(k) for k in lengths]).astype(np.int64))
         if lengths

@@ -28,6 +28,7 @@ from trainables.evaluation import extract_features
 from trainables.loop import EpochLog, embedding_spread, epoch_seed, prepare
 from trainables.losses import weighted_loss
 from trainables.models import ContrastiveModel, ProjectionHead
+from trainables.sampling import SAMPLERS
 from trainables.strategies import WEIGHTING_KNOBS
 from trainables.tasks.temporal import LEVELS
 from trainables.tasks.temporal.config import TemporalConfig
@@ -85,25 +86,24 @@ class TemporalTrial:
         cfg, seq, split = self.cfg, self.sequence, self.data.train
         rng = np.random.default_rng([cfg.seed, epoch])
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        positions = rng.permutation(len(seq.frames))
         spec = cfg.strategy_spec
+        # the sequence's views, labelled by category for a sampler that groups by label
+        batches = SAMPLERS[spec.sampler](split.labels[seq.frames].numpy(), cfg.batch_size, rng,
+                                         **cfg.part_knobs("sampler"))
         partners = POSITIVES[spec.positive](seq, rng, **cfg.part_knobs("positive"))
         weighting_knobs = {k: cfg.knobs[k] for k in WEIGHTING_KNOBS[spec.weighting]}
         net, labels = self.model.contrastive, self.model.labels
         net.train()
         labels.train()
         log = EpochLog(self.optimizer)
-        for start in range(0, len(positions), cfg.batch_size):
-            pos = positions[start : start + cfg.batch_size]
-            if len(pos) < 2:
-                continue
+        for pos in batches:
             anchors, others = seq.frames[pos], seq.frames[partners[pos]]
             x = torch.cat([self.augment(split.frames[anchors], gen), self.augment(split.frames[others], gen)])
             aligned = cfg.knobs["label_weight"] > 0
             with self.accel.autocast():
                 h, z = net(self.accel.images(x))
                 if aligned:
-                    y, e = labels(h[: len(pos)], split.category[anchors].to(self.device))
+                    y, e = labels(h[: len(pos)], split.labels[anchors].to(self.device))
             z1, z2 = z.float().chunk(2)  # the losses in fp32
             loss = weighted_loss(z1, z2, spec.weighting, cfg.temperature, **weighting_knobs)
             if aligned:
@@ -124,7 +124,7 @@ class TemporalTrial:
         z = F.normalize(net.head(h.to(self.device)).float(), dim=1).cpu()
         out: dict[str, float] = {}
         for prefix, emb in (("", h), ("proj_", z)):
-            scores = odd_one_out_all(emb.numpy(), d.room.numpy(), d.category.numpy(), d.obj.numpy(),
+            scores = odd_one_out_all(emb.numpy(), d.room.numpy(), d.labels.numpy(), d.obj.numpy(),
                                      np.random.default_rng([self.cfg.seed, 11]))
             out.update({prefix + k: float(v) for k, v in scores.items()})
         levels = [out[k] for k in LEVELS if math.isfinite(out[k])]
@@ -149,7 +149,7 @@ def build(cfg: TemporalConfig) -> TemporalTrial:
     temporal = cfg.strategy_spec.positive == "temporal"
     # `classic` draws from the same frame pool: the paper builds the sequence (and its 80% subset) in either mode.
     sequence = sequence_from_frames(
-        train.obj.numpy(), train.category.numpy(), train.frame_index.numpy(), dict(enumerate(data.category_room)),
+        train.obj.numpy(), train.labels.numpy(), train.frame_index.numpy(), dict(enumerate(data.category_room)),
         crop_number=knobs.get("crop_number", 7.0), p_change_room=knobs.get("p_change_room", 0.1),
         chunk_ratio=knobs.get("chunk_ratio", 0.8), rng=np.random.default_rng([cfg.seed, 3]),
     )
