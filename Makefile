@@ -1,4 +1,4 @@
-# `make run` runs the default sweep and prints its ranking; `make test` runs the whole test suite.
+# `make run` runs the default sweep, races its finalists and prints the answer; `make test` runs the whole test suite.
 # Both create .venv in the repository root on first use (only python3 is needed on the machine).
 PYTHON ?= python3
 VENV := .venv
@@ -26,7 +26,7 @@ lock:
 		--quiet -o requirements.lock
 
 run: setup
-	$(BIN)/sweep run --space digits
+	$(BIN)/sweep run --space mnist1d --confirm
 
 test: setup
 	$(BIN)/python -m pytest -q

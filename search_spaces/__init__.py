@@ -14,16 +14,23 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from search_spaces import audio_text_negatives, av_sampling, digits, stl10_hcl, temporal_context
-from search_spaces._study import Study, describe_space
+from search_spaces import audio_text_negatives, av_sampling, digits, mnist1d, stl10_hcl, temporal_context
+from search_spaces._study import SCHEDULERS, Study, describe_space
 from trainables.errors import UserError
 
 SPACES: Mapping[str, Study] = {
     s.name: s
-    for s in (digits.STUDY, stl10_hcl.STUDY, audio_text_negatives.STUDY, av_sampling.STUDY, temporal_context.STUDY)
+    for s in (
+        mnist1d.STUDY,
+        digits.STUDY,
+        stl10_hcl.STUDY,
+        audio_text_negatives.STUDY,
+        av_sampling.STUDY,
+        temporal_context.STUDY,
+    )
 }
 
-__all__ = ["SPACES", "Study", "describe_space", "load_study"]
+__all__ = ["SCHEDULERS", "SPACES", "Study", "describe_space", "load_study"]
 
 
 def load_study(spec: str) -> Study:

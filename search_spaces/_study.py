@@ -11,6 +11,9 @@ import optuna
 from trainables.errors import UserError
 
 SpaceFn = Callable[[optuna.Trial], "dict[str, Any] | None"]
+# "asha": successive halving on the epoch within each strategy; "pooled_asha": Ray's ASHA over all trials at once;
+# "fifo": every trial to the full budget (sweep.scheduling)
+SCHEDULERS = ("asha", "pooled_asha", "fifo")
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Study:
     metric: str | None = None  # None: the task's own (its Task record's)
     mode: str | None = None
     num_samples: int = 20  # default trial budget of `sweep run`
-    scheduler: str = "asha"  # "asha" (early stopping on the epoch) or "fifo" (every trial to full budget)
+    scheduler: str = "asha"  # one of SCHEDULERS
     grid: Mapping[str, tuple[Any, ...]] | None = field(default=None)  # exhaustive grid instead of TPE
     sampler: str = "tpe"  # or "random": random search, the baseline (sweep.study.make_sampler); a grid overrides it
     # Resources of one trial unless the command line says otherwise (None: 1 CPU; a whole GPU where there is one).

@@ -59,6 +59,8 @@ _SEED = _number(int, 0, MAX_SEED)
 _CPUS = _number(float, 0, 1024, above=True)
 _GPUS = _number(float, 0, 1024)
 _RETRIES = _number(int, 0, 1000)
+_SEEDS = _number(int, 2, 1000)
+_ALPHA = _number(float, 0, 0.5, above=True)
 
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -79,16 +81,16 @@ def _local_ray_binds_loopback(address: str | None) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, flag: str = "--time-budget") -> float:
     """'3600', '90m', '2h', '1.5d' -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     unit = units.get(text[-1:].lower(), 0)
     try:
         seconds = float(text[:-1] if unit else text) * (unit or 1)
     except ValueError:
-        raise UserError(f"--time-budget {text!r} is not a duration; write e.g. 3600, 90m, 2h") from None
+        raise UserError(f"{flag} {text!r} is not a duration; write e.g. 3600, 90m, 2h") from None
     if not (math.isfinite(seconds) and seconds > 0):
-        raise UserError(f"--time-budget {text!r} must be a positive, finite duration; write e.g. 3600, 90m, 2h")
+        raise UserError(f"{flag} {text!r} must be a positive, finite duration; write e.g. 3600, 90m, 2h")
     return seconds
 
 
@@ -121,7 +123,8 @@ class Run:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--space", default="digits", help="registered study (see `sweep spaces`) or file.py:function")
+        p.add_argument("--space", default="mnist1d", help="registered study (see `sweep spaces`) or file.py:function "
+                       "(default: mnist1d)")
         p.add_argument("--name", help="sweep name (default: <space>-<timestamp>)")
         p.add_argument("--storage", default="./sweeps", help="results directory (default ./sweeps)")
         p.add_argument("--num-samples", type=_COUNT, help="number of trials (default: the study's)")
@@ -143,6 +146,10 @@ class Run:
                        "VGGSound-style folder) for the space's dataset or the one --set dataset=NAME names")
         p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (bound to 127.0.0.1)")
         p.add_argument("--smoke-test", action="store_true", help="4 trials x 2 epochs on a sliver of the data")
+        p.add_argument("--confirm", action="store_true", help="when the sweep is done, race each strategy's finalist "
+                       "on fresh seeds (as `sweep confirm`), then write the report: the whole answer in one command, "
+                       "resumable with `sweep resume NAME`")
+        _add_race_arguments(p, "--race-time-budget")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -156,6 +163,18 @@ class Run:
             if not strategies:
                 raise UserError("--strategies is empty; name at least one strategy (see `sweep spaces`), "
                                 "or leave the option out to sweep them all")
+        rules = race_rules(args)
+        budget = race_budget(args, "--race-time-budget")
+        if not args.confirm and (rules is not None or budget is not None):
+            raise UserError("--max-seeds, --min-seeds, --alpha, --test and --race-time-budget set up the race that "
+                            "--confirm runs after the sweep; add --confirm, or leave them out")
+        confirm = None
+        if args.confirm:
+            from dataclasses import asdict
+
+            from sweep.race import Rules
+
+            confirm = {**asdict(rules or Rules()), "time_budget_s": budget}
         from sweep.plan import SweepSettings
         from sweep.runner import run
 
@@ -177,6 +196,7 @@ class Run:
             time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None,
             strategies=strategies,
             overrides=parse_sets(args.set),
+            confirm=confirm,
         )
         return run(settings)
 
@@ -237,13 +257,13 @@ class Report:
 
 
 class Confirm:
-    help = "re-run each strategy's best configurations with paired seeds, score them on test, test the ranking"
+    help = ("race each strategy's best configuration on fresh, paired seeds: the significantly worse drop out round by "
+            "round, until one strategy is left or --max-seeds; test scores are reported for the survivors")
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_sweep_arguments(p)
-        p.add_argument("--top-k", type=_COUNT, help="finalists per strategy (default 1)")
-        p.add_argument("--seeds", type=_COUNT, help="seeds per finalist, the same for every strategy (default 3)")
+        _add_race_arguments(p, "--time-budget")
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
         p.add_argument("--max-concurrent", type=_COUNT, help="runs at once (default: the sweep's own)")
 
@@ -258,11 +278,40 @@ class Confirm:
         return confirm(
             args.name,
             args.storage,
-            top_k=args.top_k,
-            seeds=args.seeds,
+            rules=race_rules(args),
+            time_budget_s=race_budget(args, "--time-budget"),
             address=address,
             max_concurrent=args.max_concurrent,
         )
+
+
+def _add_race_arguments(p: argparse.ArgumentParser, budget_flag: str) -> None:
+    """How the confirmation races (`sweep confirm`, and `sweep run --confirm`)."""
+    p.add_argument("--max-seeds", type=_SEEDS, help="rounds at most, one fresh seed each (default 10)")
+    p.add_argument("--min-seeds", type=_SEEDS, help="rounds before any strategy can be dropped (default 3)")
+    p.add_argument("--alpha", type=_ALPHA, help="per-round error level of dropping the best (default 0.05)")
+    p.add_argument("--test", choices=("t", "permutation"), help="paired t-test (default), or exact sign-flip "
+                   "permutation test (no normality assumed; needs about 8 seeds to drop anything among 10)")
+    p.add_argument(budget_flag, dest="race_time_budget",
+                   help="the race starts no new round after this long, all sessions together (3600, 90m, 2h)")
+
+
+def race_budget(args: argparse.Namespace, flag: str) -> float | None:
+    return parse_duration(args.race_time_budget, flag) if args.race_time_budget is not None else None
+
+
+def race_rules(args: argparse.Namespace) -> Any:
+    """The race's rules when any was given on the command line (the others at their defaults), else None."""
+    given = {k: getattr(args, k) for k in ("max_seeds", "min_seeds", "alpha", "test") if getattr(args, k) is not None}
+    if not given:
+        return None
+    from sweep.race import Rules
+
+    rules = Rules(**given)
+    problems = rules.check()
+    if problems:
+        raise UserError(problems[0])
+    return rules
 
 
 class Train:

@@ -1,64 +1,51 @@
-"""`sweep confirm NAME`: re-run each strategy's best configurations with fresh, paired seeds and score them on test.
+"""`sweep confirm NAME`: race each strategy's finalist on fresh, paired seeds until the answer is clear.
 
-A sweep ranks on one seed and one validation split, and picks the best of many tries: its top scores are biased up
-and a difference of a point may be noise. Confirmation re-runs the best ``top_k`` configurations of every strategy at
-full budget under ``seeds`` new seeds, the *same* seeds for every strategy (a seed fixes the data split, the
-initialisation and every epoch's batches and augmentations, so run i of every strategy sees the same data), and
-scores the finalists on the test split. The report then gives, per strategy, the mean, standard deviation and a 95%
-confidence interval over seeds, and a paired t-test of every strategy against the winner (Holm-corrected over the
-comparisons), and says plainly when the ranking is not significant.
+A sweep ranks on one seed and one validation split and picks the best of many tries, so its top scores are biased up
+and a point's difference may be noise. The confirmation re-runs each strategy's best configuration at full budget
+under new seeds, round by round, the same seed for every strategy in a round (a seed fixes the data split, the
+initialisation and every batch, so the runs of a round are paired). After each round the strategies significantly
+worse than the current best on validation drop out (:mod:`sweep.race` has the rules and why they are valid); the
+race ends when one strategy remains, after ``--max-seeds`` rounds, or at ``--time-budget`` (checked between rounds,
+so every survivor always has the same seeds). The test split is scored for every run and reported for the
+survivors; it never chooses.
 
-It lives in ``<sweep>/confirm/`` and keeps its state the way a sweep does: ``confirm.json`` (the runs, fixed once),
-``driver.json`` and one ``session-K/`` per driver session with each run's checkpoints. Run the command again after
-an interruption and it continues; run it after it finished and it prints the result without computing anything.
+It lives in ``<sweep>/confirm/`` and keeps its state the way a sweep does: ``confirm.json`` (the finalists, seeds
+and rules, fixed once; the runs that failed; a time-budget stop), ``driver.json``, and one ``session-K/`` per driver
+session with each run's checkpoints. Which runs exist follows from their outcomes, so an interrupted race replays
+to the same round and continues with the runs still missing; a finished one prints its answer and runs nothing.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sweep import ledger, ranking
+from sweep import ledger, race, ranking
 from sweep.storage import command, join, read_text, write_atomic
 from trainables.errors import UserError
 
 CONFIRM_DIR = "confirm"
 PLAN_FILE = "confirm.json"
 RESULT_FILE = "confirm.md"
-ALPHA = 0.05
 TEST_PREFIX = "test_"  # a trial with evaluate_test reports test_<metric> at its last epoch
 
 
-@dataclass(frozen=True)
-class ConfirmRun:
-    """One finalist configuration under one seed."""
-
-    number: int  # the run's number in the confirmation (its directory: session-K/NNNN_<strategy>)
-    strategy: str
-    finalist: int  # the sweep trial whose configuration it re-runs
-    seed: int
-    config: dict[str, Any]
-
-
 def choose_finalists(
-    records: Sequence[ranking.TrialRecord], metric: str, mode: str, epochs: int, top_k: int
-) -> list[ranking.TrialRecord]:
-    """The best ``top_k`` scored trials of every strategy, ranked as the sweep ranks (full budget first)."""
+    records: Sequence[ranking.TrialRecord], metric: str, mode: str, epochs: int
+) -> list[race.Finalist]:
+    """Each strategy's best scored trial that did not fail, full budget first, in the sweep's ranking order."""
     sign = 1.0 if mode == "max" else -1.0
-    order = [row.strategy for row in ranking.rank(records, metric, mode, epochs)]
     out = []
-    for strategy in order:
-        scored = [
-            r
-            for r in records
-            if str(r.config.get("strategy")) == strategy and r.status != "failed" and ranking.finite(r.last.get(metric))
-        ]
-        scored.sort(key=lambda r: (r.reached >= epochs, sign * r.last[metric]), reverse=True)
-        out.extend(scored[:top_k])
+    for row in ranking.rank(records, metric, mode, epochs):
+        ok = [r for r in records if str(r.config.get("strategy")) == row.strategy and r.status != "failed"
+              and ranking.finite(r.last.get(metric))]
+        if ok:
+            best = max(ok, key=lambda r: (r.reached >= epochs, sign * r.last[metric]))
+            out.append(race.Finalist(row.strategy, best.number, dict(best.config)))
     return out
 
 
@@ -68,374 +55,260 @@ def confirm_seeds(sweep_seed: int, n: int) -> list[int]:
     return [(sweep_seed + 1 + i) % 2**32 for i in range(n)]
 
 
-def plan_runs(
-    finalists: Sequence[ranking.TrialRecord], seeds: Sequence[int], epochs: int, num_threads: int
-) -> list[ConfirmRun]:
-    """Seed-major order, so an interrupted confirmation has the same seeds done for every strategy."""
-    runs = []
-    for seed in seeds:
-        for f in finalists:
-            config = {
-                **f.config,
-                "seed": seed,
-                "epochs": epochs,
-                "eval_every": epochs,  # no early stopping here: score validation and test once, at the end
-                "evaluate_test": True,
-                "num_threads": num_threads,  # the sweep's thread count: the same float sums as the trial ranked
-            }
-            runs.append(ConfirmRun(len(runs), str(f.config.get("strategy")), f.number, seed, config))
-    return runs
+def run_config(finalist: race.Finalist, seed: int, epochs: int, num_threads: int) -> dict[str, Any]:
+    """A finalist's configuration under ``seed``, at full budget, scored on validation and test at the end."""
+    return {
+        **finalist.config,
+        "seed": seed,
+        "epochs": epochs,
+        "eval_every": epochs,  # no early stopping here: score validation and test once, at the end
+        "evaluate_test": True,
+        "num_threads": num_threads,  # the sweep's thread count: the same float sums as the trial ranked
+    }
 
 
-# --- statistics ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spread:
-    n: int
-    mean: float
-    sd: float  # sample standard deviation (n - 1); NaN for one value
-    low: float  # 95% confidence interval of the mean (Student's t); NaN for one value
-    high: float
-
-
-def spread(values: Sequence[float]) -> Spread:
-    from scipy import stats
-
-    n = len(values)
-    if n == 0:
-        return Spread(0, math.nan, math.nan, math.nan, math.nan)
-    mean = sum(values) / n
-    if n == 1:
-        return Spread(1, mean, math.nan, math.nan, math.nan)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return Spread(n, mean, sd, mean - half, mean + half)
-
-
-def paired_p(diffs: Sequence[float]) -> float:
-    """Two-sided paired t-test of mean(diffs) = 0; NaN with fewer than two pairs."""
-    from scipy import stats
-
-    n = len(diffs)
-    if n < 2:
-        return math.nan
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    if sd == 0:  # identical differences: certain if non-zero, no evidence if zero
-        return 0.0 if mean != 0 else 1.0
-    t = mean / (sd / math.sqrt(n))
-    return float(2 * stats.t.sf(abs(t), n - 1))
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (NaN stays NaN), in the input order."""
-    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
+def outcome_of(last: Mapping[str, Any] | None, metric: str, epochs: int) -> race.Outcome | None:
+    """A run's outcome from its last reported row; None while it has not ended."""
+    if not last:
+        return None
+    if last.get("stop_reason"):
+        return race.Outcome(failed=f"{last['stop_reason']} at epoch {last.get('epoch')}")
+    if int(last.get("epoch", 0)) < epochs:
+        return None
+    val, test = last.get(metric), last.get(TEST_PREFIX + metric)
+    if not ranking.finite(val):
+        return race.Outcome(failed=f"no finite validation {metric}")
+    return race.Outcome(float(val), float(test) if ranking.finite(test) else None)
 
 
 @dataclass(frozen=True)
-class StrategyResult:
-    strategy: str
-    finalist: int  # the sweep trial of its chosen finalist (best mean validation score when top_k > 1)
-    config: dict[str, Any]
-    val: dict[int, float]  # seed -> validation score
-    test: dict[int, float]  # seed -> test score
-    test_spread: Spread
-    val_spread: Spread
-    failed: dict[int, str] = field(default_factory=dict)  # seed -> why its run ended without a score
-    diff: float = math.nan  # winner's mean test score minus this one's, over the seeds both have
-    pairs: int = 0
-    wins: int = 0  # seeds on which the winner scored higher
-    p: float = math.nan
-    p_holm: float = math.nan
+class RacePlan:
+    """What confirm.json holds: fixed when the race starts, plus the failures and a stop as they happen."""
 
-
-@dataclass(frozen=True)
-class Summary:
+    sweep: str
     metric: str
     mode: str
-    seeds: list[int]
-    top_k: int
-    rows: list[StrategyResult]  # best first by mean test score; the first is the winner
-    runs_done: int
-    runs_total: int
+    epochs: int
+    num_threads: int
+    rules: race.Rules
+    seeds: list[int]  # one per possible round
+    finalists: list[race.Finalist]
+    failed: dict[int, str]  # run number -> why it failed after its retries
+    stopped_after: int | None = None  # rounds complete when a time budget stopped the race
+    time_budget_s: float | None = None
 
-    @property
-    def verdict(self) -> str:
-        """The plain-words conclusion."""
-        scored = [r for r in self.rows if r.test_spread.n]
-        if not scored:
-            return "No finalist has a test score yet."
-        winner, others = scored[0], scored[1:]
-        if not others:
-            return f"Only {winner.strategy} has test scores."
-        if len(self.seeds) < 2 or all(math.isnan(r.p_holm) for r in others):
-            return f"{winner.strategy} scored highest, but with one seed there is no test of significance."
-        tied = [r.strategy for r in others if not r.p_holm < ALPHA]
-        beaten = [r.strategy for r in others if r.p_holm < ALPHA]
-        n = len(self.seeds)
-        if not tied:
-            return (
-                f"{winner.strategy} wins: better than every other strategy (paired t-test over {n} seeds, "
-                f"Holm-corrected p < {ALPHA})."
-            )
-        text = (
-            f"The ranking is not significant at the top: {winner.strategy} scored highest, but "
-            f"{', '.join(tied)} cannot be told apart from it (paired t-test over {n} seeds, Holm-corrected "
-            f"p >= {ALPHA}); more seeds would be needed."
-        )
-        if beaten:
-            text += f" It is significantly better than {', '.join(beaten)}."
-        return text
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["failed"] = {str(k): v for k, v in self.failed.items()}
+        return json.dumps(data, indent=2)
 
+    @classmethod
+    def from_json(cls, text: str) -> RacePlan:
+        data = json.loads(text)
+        finalists = [race.Finalist(**f) for f in data["finalists"]]
+        failed = {int(k): v for k, v in data.get("failed", {}).items()}
+        return cls(**{**data, "rules": race.Rules(**data["rules"]), "finalists": finalists, "failed": failed})
 
-def summarize(
-    runs: Sequence[ConfirmRun],
-    saved: Mapping[int, ledger.Saved],
-    failed: Mapping[int, str],
-    metric: str,
-    mode: str,
-    seeds: Sequence[int],
-    top_k: int,
-) -> Summary:
-    test_key, sign = TEST_PREFIX + metric, 1.0 if mode == "max" else -1.0
-    by_finalist: dict[int, list[ConfirmRun]] = {}
-    for run in runs:
-        by_finalist.setdefault(run.finalist, []).append(run)
-    candidates: dict[str, list[StrategyResult]] = {}
-    done = 0
-    for finalist, frs in by_finalist.items():
-        val, test, why = {}, {}, {}
-        for run in frs:
-            if run.number in failed:
-                why[run.seed] = failed[run.number]
-            elif _finished(saved.get(run.number), run.config["epochs"]):
-                last = saved[run.number].history[-1]
-                if ranking.finite(last.get(test_key)) and ranking.finite(last.get(metric)):
-                    val[run.seed], test[run.seed] = float(last[metric]), float(last[test_key])
-                else:
-                    why[run.seed] = last.get("stop_reason") or "no test score"
-            else:
-                continue  # still to run
-            done += 1
-        candidates.setdefault(frs[0].strategy, []).append(
-            StrategyResult(
-                frs[0].strategy, finalist, frs[0].config, val, test, spread(list(test.values())),
-                spread(list(val.values())), why,
-            )
-        )
-    rows = []
-    for options in candidates.values():  # with top_k > 1, the finalist chosen on validation, never on test
-        rows.append(max(options, key=lambda r: (r.val_spread.n > 0, sign * _or(r.val_spread.mean))))
-    rows.sort(key=lambda r: (r.test_spread.n > 0, sign * _or(r.test_spread.mean)), reverse=True)
-    if rows and rows[0].test_spread.n:
-        winner = rows[0]
-        compared = []
-        for r in rows[1:]:
-            common = sorted(set(winner.test) & set(r.test))
-            diffs = [sign * (winner.test[s] - r.test[s]) for s in common]
-            compared.append((r, common, diffs, paired_p(diffs)))
-        adjusted = holm([c[3] for c in compared])
-        rows = [winner] + [
-            replace(r, diff=sum(d) / len(d) if d else math.nan, pairs=len(c), wins=sum(x > 0 for x in d), p=p, p_holm=a)
-            for (r, c, d, p), a in zip(compared, adjusted, strict=True)
-        ]
-    return Summary(metric, mode, list(seeds), top_k, rows, done, len(runs))
+    def number(self, round_index: int, strategy: str) -> int:
+        names = [f.strategy for f in self.finalists]
+        return race.run_number(round_index, names.index(strategy), len(names))
+
+    def run(self, number: int) -> tuple[race.Finalist, int, dict[str, Any]]:
+        """Run ``number``'s finalist, seed and trial config."""
+        f = self.finalists[number % len(self.finalists)]
+        seed = self.seeds[number // len(self.finalists)]
+        return f, seed, run_config(f, seed, self.epochs, self.num_threads)
+
+    def outcomes(self, saved: Mapping[int, ledger.Saved]) -> dict[int, race.Outcome]:
+        out = {n: race.Outcome(failed=why) for n, why in self.failed.items()}
+        for n, s in saved.items():
+            if n not in out and (o := outcome_of(s.history[-1] if s.history else None, self.metric, self.epochs)):
+                out[n] = o
+        return out
+
+    def answer(self, outcomes: Mapping[int, race.Outcome]) -> race.Answer:
+        return race.answer(self.finalists, self.rules, self.seeds, outcomes, self.metric, self.mode,
+                           self.stopped_after)
 
 
-def _or(x: float) -> float:
-    return x if ranking.finite(x) else -math.inf
+def load(exp: str) -> RacePlan | None:
+    """The race of a sweep, or None when it was never confirmed."""
+    text = read_text(join(exp, CONFIRM_DIR, PLAN_FILE))
+    return None if text is None else RacePlan.from_json(text)
 
 
-def _finished(saved: ledger.Saved | None, epochs: int) -> bool:
-    return saved is not None and bool(saved.history) and (
-        saved.epoch >= epochs or bool(saved.history[-1].get("stop_reason"))
-    )
+def load_answer(exp: str) -> tuple[RacePlan, race.Answer] | None:
+    plan = load(exp)
+    if plan is None:
+        return None
+    return plan, plan.answer(plan.outcomes(ledger.newest_checkpoints(join(exp, CONFIRM_DIR))))
 
 
-CONFIRM_ALIGN = "rlrlrrrrrl"
+# --- what it prints ---------------------------------------------------------------------------------------------
+
+CONFIRM_ALIGN = "rllrrrrl"
 
 
-def table(s: Summary) -> tuple[list[str], list[list[str]]]:
-    """One row per strategy, best first: test mean +- sd, 95% CI, validation mean, and the paired test."""
-    m = s.metric
-    header = ["rank", "strategy", f"test {m}: mean ± sd", "95% CI", f"validation {m}", "seeds", "behind the winner",
-              "winner ahead on", "p (Holm)", "configuration"]
+def _ci(i: race.Interval | None) -> str:
+    if i is None or not i.n:
+        return "n/a"
+    if i.n < 2 or not ranking.finite(i.low):
+        return f"{i.mean:.4f}"
+    return f"{i.mean:.4f} [{i.low:.4f}, {i.high:.4f}]"
+
+
+def table(a: race.Answer) -> tuple[list[str], list[list[str]]]:
+    """One row per strategy: the survivors best first, then the dropped (the latest first)."""
+    m = a.metric
+    header = ["rank", "strategy", "status", "seeds", f"validation {m}: mean [95% CI]", "P(best)",
+              f"test {m}: mean [95% CI]", "configuration"]
     cells = []
-    for i, r in enumerate(s.rows, 1):
-        t, v = r.test_spread, r.val_spread
-        sd = f" ± {t.sd:.4f}" if not math.isnan(t.sd) else ""
-        ci = f"[{t.low:.4f}, {t.high:.4f}]" if not math.isnan(t.low) else "n/a"
-        val = f"{v.mean:.4f}" if v.n else "n/a"
-        mean = f"{t.mean:.4f}{sd}" if t.n else "n/a"
-        if i == 1:
-            behind, ahead, p = "winner", "", ""
-        else:
-            behind = f"{r.diff:.4f}" if not math.isnan(r.diff) else "n/a"
-            ahead = f"{r.wins}/{r.pairs}" if r.pairs else "n/a"
-            p = f"{r.p_holm:.3g}" if not math.isnan(r.p_holm) else "n/a"
-            if not math.isnan(r.p_holm):
-                p += " (significant)" if r.p_holm < ALPHA else " (not significant)"
-        failed = f" ({len(r.failed)} failed)" if r.failed else ""
-        cells.append([str(i), r.strategy, mean, ci, val, f"{t.n}/{len(s.seeds)}{failed}", behind, ahead, p,
-                      f"trial {r.finalist}: {ranking.describe_config(r.config)}"])
+    for i, e in enumerate(a.entries, 1):
+        status = e.status if e.drop is None else f"dropped after round {e.drop.after_round}: {e.drop.reason}"
+        cells.append([
+            str(i), e.strategy, status, str(len(e.seeds)), _ci(e.val),
+            f"{e.p_best:.2f}" if e.p_best is not None else "", _ci(e.test) if e.test is not None else "not shown",
+            f"trial {e.finalist.trial}: {ranking.describe_config(e.finalist.config)}",
+        ])
     return header, cells
 
 
-def headline(s: Summary) -> str:
-    seeds = ", ".join(map(str, s.seeds))
+def headline(a: race.Answer) -> str:
+    r = a.rules
+    test = "paired t-test" if r.test == "t" else "exact sign-flip test"
+    seeds = ", ".join(map(str, a.seeds)) or "none yet"
     return (
-        f"Each strategy's best configuration{'s' if s.top_k > 1 else ''} (top {s.top_k} by validation) re-run at full "
-        f"budget with seeds {seeds} (the same for every strategy), scored on the test split; "
-        f"{s.runs_done} of {s.runs_total} runs done."
+        f"Each strategy's best configuration raced at full budget on fresh seeds, the same seeds for every strategy "
+        f"(seeds {seeds}); after each round from round {r.min_seeds} on, the strategies significantly worse than the "
+        f"best on validation were dropped ({test}, alpha {r.alpha:g} Bonferroni-split over the rivals); at most "
+        f"{r.max_seeds} rounds. Intervals are 95% Student's t over seeds; P(best) is a paired bootstrap over seeds of "
+        f"the survivors' validation means. The test split never chooses: it is shown for the survivors only. "
+        f"{a.runs_done} runs done."
     )
 
 
-def describe(s: Summary) -> str:
-    return f"{headline(s)}\n\n{ranking.markdown_table(*table(s), align=CONFIRM_ALIGN)}\n\n{s.verdict}"
+def describe(a: race.Answer) -> str:
+    return f"{headline(a)}\n\n{ranking.markdown_table(*table(a), align=CONFIRM_ALIGN)}\n\n{a.verdict}"
 
 
 # --- the command --------------------------------------------------------------------------------------------------
-
-
-def load(exp: str) -> tuple[dict[str, Any], list[ConfirmRun]] | None:
-    """The confirmation plan of a sweep, or None when it was never confirmed."""
-    text = read_text(join(exp, CONFIRM_DIR, PLAN_FILE))
-    if text is None:
-        return None
-    plan = json.loads(text)
-    return plan, [ConfirmRun(**r) for r in plan["runs"]]
-
-
-def load_summary(exp: str) -> Summary | None:
-    loaded = load(exp)
-    if loaded is None:
-        return None
-    plan, runs = loaded
-    saved = ledger.newest_checkpoints(join(exp, CONFIRM_DIR))
-    failed = {int(k): v for k, v in plan.get("failed", {}).items()}
-    return summarize(runs, saved, failed, plan["metric"], plan["mode"], plan["seeds"], plan["top_k"])
 
 
 def confirm(
     name: str,
     storage: str,
     *,
-    top_k: int | None = None,
-    seeds: int | None = None,
+    rules: race.Rules | None = None,
+    time_budget_s: float | None = None,
     address: str | None = None,
     max_concurrent: int | None = None,
     out: Any = sys.stdout,
+    again: str | None = None,
+    show: bool = True,
 ) -> int:
-    from sweep.plan import check_can_start, cpus_per_trial, load_plan
-    from sweep.runner import drive_session
+    """Start, continue or show the race of sweep ``name``; the exit status is 130 when it was interrupted.
 
-    for flag, value in (("--top-k", top_k), ("--seeds", seeds), ("--max-concurrent", max_concurrent)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} is {value} but must be >= 1")
+    ``again``: the command that continues it (`sweep confirm`, or `sweep resume` in a pipeline); ``show``: end
+    with the answer (a pipeline shows it after its report instead).
+    """
+    from sweep.plan import check_can_start, cpus_per_trial, load_plan
+
     p, study = load_plan(name, storage)
     if ledger.is_live(ledger.read_driver(p.exp)):
         raise UserError(f"sweep {name!r} is still running; confirm it when it has finished "
                         f"(`{command('status', name, storage)}`)")
     cdir = join(p.exp, CONFIRM_DIR)
-    loaded = load(p.exp)
-    again = command("confirm", name, p.storage)
-    fresh = loaded is None
-    if loaded is not None:
-        plan, runs = loaded
-        asked = {"--top-k": (top_k, plan["top_k"]), "--seeds": (seeds, len(plan["seeds"]))}
-        for flag, (given, kept) in asked.items():
-            if given is not None and given != kept:
-                raise UserError(
-                    f"sweep {name!r} was confirmed with {flag} {kept}; run `{again}` to continue "
-                    f"or see it, or delete {cdir} to confirm afresh"
-                )
+    again = again or command("confirm", name, p.storage)
+    plan = load(p.exp)
+    fresh = plan is None
+    if plan is not None:
+        if rules is not None and rules != plan.rules:
+            raise UserError(f"sweep {name!r} is being confirmed with other rules ({_rules(plan.rules)}); run "
+                            f"`{again}` to continue or see it, or delete {cdir} to confirm afresh")
     else:
+        rules = rules or race.Rules()
+        problems = rules.check()
+        if problems:
+            raise UserError(problems[0])
         records = ranking.records_from(study, ledger.newest_checkpoints(p.exp))
-        finalists = choose_finalists(records, p.study.metric, p.study.mode, p.epochs, top_k or 1)
+        finalists = choose_finalists(records, p.study.metric, p.study.mode, p.epochs)
         if not finalists:
             raise UserError(f"no trial of sweep {name!r} has a score yet; nothing to confirm "
                             f"(`{command('status', name, storage)}`)")
-        unfinished = len(records) < p.num_samples or any(not r.finished for r in records)
-        if unfinished:
+        if len(records) < p.num_samples or any(not r.finished for r in records):
             print(f"note: sweep {name} has not finished; the finalists are the best of its trials so far", file=out)
-        seed_list = confirm_seeds(p.settings.seed, seeds or 3)
-        runs = plan_runs(finalists, seed_list, p.epochs, max(1, int(cpus_per_trial(p.settings, p.study))))
-        plan = {
-            "sweep": name,
-            "metric": p.study.metric,
-            "mode": p.study.mode,
-            "epochs": p.epochs,
-            "top_k": top_k or 1,
-            "seeds": seed_list,
-            "runs": [asdict(r) for r in runs],
-            "failed": {},
-        }
+        plan = RacePlan(name, p.study.metric, p.study.mode, p.epochs, max(1, int(cpus_per_trial(p.settings, p.study))),
+                        rules, confirm_seeds(p.settings.seed, rules.max_seeds), finalists, {},
+                        time_budget_s=time_budget_s)
     if ledger.is_live(ledger.read_driver(cdir)):
         raise UserError(f"the confirmation of {name!r} is already running; wait for it or stop it first")
     if address is not None:
         p.settings.address = address
     if max_concurrent is not None:
         p.settings.max_concurrent = max_concurrent
-    saved = ledger.newest_checkpoints(cdir)
-    failed = {int(k) for k in plan.get("failed", {})}
-    todo = [r for r in runs if r.number not in failed and not _finished(saved.get(r.number), r.config["epochs"])]
-    if todo:
+    state = plan.answer(plan.outcomes(ledger.newest_checkpoints(cdir))).state
+    if not state.finished:
         check_can_start(p.settings, p.study)  # before anything is written
     if fresh:
-        write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
+        write_atomic(join(cdir, PLAN_FILE), plan.to_json())
     code = 0
-    if todo:
-        code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, runs, todo, k, driver, out))
-    summary = load_summary(p.exp)
-    text = describe(summary)
-    write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{text}\n")
-    print(f"\nconfirmation of {name}:\n{text}", file=out)
+    if not state.finished:
+        from sweep.runner import drive_session
+
+        code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, k, driver, out))
+    plan, a = load_answer(p.exp)
+    write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{describe(a)}\n")
+    if show or code == 130:
+        print(final_answer(p.exp, name), file=out)
     if code == 130:
         print(f"interrupted: continue with `{again}`", file=out)
-    else:
-        print(f"`{command('report', name, p.storage)}` adds it to the report", file=out)
     return code
 
 
-def _drive(p: Any, plan: dict[str, Any], runs: Sequence[ConfirmRun], todo: Sequence[ConfirmRun], session: int,
-           driver: dict[str, Any], out: Any) -> int:
+def final_answer(exp: str, name: str) -> str:
+    """The race's table and, last, its answer in one sentence: how `sweep confirm` and `sweep run --confirm` end."""
+    plan, a = load_answer(exp)
+    return f"\nconfirmation of {name}:\n{ranking.markdown_table(*table(a), align=CONFIRM_ALIGN)}\n\n{a.verdict}"
+
+
+def _rules(r: race.Rules) -> str:
+    return f"--max-seeds {r.max_seeds} --min-seeds {r.min_seeds} --alpha {r.alpha:g} --test {r.test}"
+
+
+def _drive(p: Any, plan: RacePlan, session: int, driver: dict[str, Any], out: Any) -> int:
     from ray.tune.schedulers import FIFOScheduler
 
     from sweep.progress import Progress
     from sweep.runner import Interrupt, fit
-    from sweep.study import FixedSearcher
+    from sweep.study import RaceSearcher
 
     cdir = join(p.exp, CONFIRM_DIR)
     saved = ledger.newest_checkpoints(cdir)
     ledger.remove_leftovers(cdir, saved)
-    n_final = len({r.finalist for r in runs})
+    outcomes = plan.outcomes(saved)
+    state = plan.answer(outcomes).state
+    started = time.time() - ledger.time_spent(driver)
+    budget = plan.time_budget_s
+
+    def out_of_time() -> bool:
+        return budget is not None and time.time() - started >= budget
+
+    def record(updated: RacePlan) -> None:
+        write_atomic(join(cdir, PLAN_FILE), updated.to_json())
+
+    total = len(plan.finalists) * plan.rules.max_seeds
     print(
-        f"confirming {p.name}: {n_final} finalist(s) x {len(plan['seeds'])} seeds at {plan['epochs']} epochs, "
-        f"{len(todo)} of {len(runs)} runs to go, results in {cdir}",
+        f"racing {p.name}: {len(plan.finalists)} finalists at {plan.epochs} epochs, round {state.rounds + 1} of at "
+        f"most {plan.rules.max_seeds}, {len(state.alive)} strategies in the race, results in {cdir}",
         file=out,
     )
-    searcher = FixedSearcher(
-        [(r.number, r.config, saved[r.number].path if r.number in saved else None) for r in todo], session
-    )
-    progress = Progress(len(runs), plan["epochs"], TEST_PREFIX + plan["metric"], done=len(runs) - len(todo),
-                        out=out, seeds=True)
+    searcher = RaceSearcher(plan, outcomes, {n: s.path for n, s in saved.items()}, session, out_of_time, record,
+                            log=lambda msg: print(msg, file=out, flush=True))
+    progress = Progress(total, plan.epochs, plan.metric, done=len(outcomes), out=out, seeds=True)
     interrupt = Interrupt()
-    fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), len(todo), [progress], interrupt,
-        out=out, task=p.task)
-    if searcher.failed:
-        plan["failed"].update({str(k): v for k, v in searcher.failed.items()})
-        write_atomic(join(cdir, PLAN_FILE), json.dumps(plan, indent=2))
+    fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), total - len(outcomes), [progress],
+        interrupt, out=out, task=p.task)
     ledger.remove_leftovers(cdir, ledger.newest_checkpoints(cdir))
-    saved = ledger.newest_checkpoints(cdir)
-    left = [r for r in runs if r.number not in searcher.failed and str(r.number) not in plan["failed"]
-            and not _finished(saved.get(r.number), r.config["epochs"])]
-    driver["state"] = "interrupted" if (interrupt.fired or left) else "finished"
-    return 130 if driver["state"] == "interrupted" else 0
-
+    finished = load_answer(p.exp)[1].state.finished
+    driver["state"] = "finished" if finished and not interrupt.fired else "interrupted"
+    return 0 if driver["state"] == "finished" else 130

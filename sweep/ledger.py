@@ -297,14 +297,16 @@ def reconcile(
     ``rebuild(trial)`` gives the config of a trial the driver asked for but was killed before it recorded the
     config (possibly before the space had suggested every parameter).
 
-    The scheduler's rungs are rebuilt first by replaying every epoch on disk in the order it was reported, so a trial
-    that ASHA had stopped (or would have stopped, had the driver lived to see its last epoch) stays stopped.
+    The scheduler's rungs are rebuilt first by replaying every epoch on disk in the order it was reported (each trial
+    in its strategy's rungs), so a trial that ASHA had stopped (or would have stopped, had the driver lived to see its
+    last epoch) stays stopped.
     """
     trials = study.get_trials(deepcopy=False)
     histories = {t.number: saved[t.number].history for t in trials if t.number in saved}
     finished = {t.number for t in trials if t.state in FINISHED}
     replay = getattr(scheduler, "replay", None)
-    decisions = replay(histories, finished) if replay else {}
+    groups = {t.number: str((t.user_attrs.get("config") or t.params).get("strategy")) for t in trials}
+    decisions = replay(histories, finished, groups) if replay else {}
     resumable = []
     for t in trials:
         if t.state != TrialState.RUNNING:

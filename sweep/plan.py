@@ -13,13 +13,15 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import optuna
 
-from search_spaces import Study, describe_space, load_study
+from search_spaces import SCHEDULERS, Study, describe_space, load_study
 from sweep import ledger
+from sweep.ranking import asha_rungs
 from sweep.storage import join, resolve_storage
 from trainables.errors import UserError
 from trainables.tasks import DEFAULT_TASK, get_task, parse_config
@@ -31,7 +33,7 @@ ADDRESS_TIMEOUT_S = 10.0
 class SweepSettings:
     """Everything `sweep run` was asked, saved beside the results so the sweep can be resumed and reported."""
 
-    space: str = "digits"
+    space: str = "mnist1d"
     name: str | None = None
     storage: str = "./sweeps"
     num_samples: int | None = None
@@ -48,6 +50,9 @@ class SweepSettings:
     time_budget_s: float | None = None
     strategies: list[str] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # `--confirm`: race the finalists when the sweep is done, then write the report (sweep.race.Rules' fields, and
+    # the race's own time budget as time_budget_s); None: the sweep alone
+    confirm: dict[str, Any] | None = None
 
 
 def trial_overrides(s: SweepSettings, task: str = DEFAULT_TASK) -> dict[str, Any]:
@@ -164,6 +169,14 @@ class Plan:
     def exp(self) -> str:
         return join(self.storage, self.name)
 
+    def warnings(self) -> list[str]:
+        """What makes this sweep's ranking weak, said before compute is spent (a grid decides its own shares)."""
+        if self.study.grid is not None:
+            return []
+        n, k = self.num_samples, len(self.strategies)
+        shares = {s: n // k + (i < n % k) for i, s in enumerate(self.strategies)}  # the searcher's round-robin
+        return budget_warnings(self.study.scheduler, self.epochs, shares)
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -212,6 +225,9 @@ def plan(s: SweepSettings) -> Plan:
     if not s.address:  # a local Ray: its trials run on this machine, so what they would refuse is refused here
         _check_local_trial(cfg)
     study = replace(study, metric=study.metric or task.metric, mode=study.mode or task.mode)
+    if study.scheduler not in SCHEDULERS:
+        raise UserError(f"study {study.name!r} asks for scheduler {study.scheduler!r}; set its scheduler to one of "
+                        f"{', '.join(SCHEDULERS)}")
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
         raise UserError(f"`--num-samples` is {num_samples} but must be >= 1")
@@ -313,3 +329,31 @@ def load_plan(name: str, storage: str) -> tuple[Plan, optuna.Study]:
     kept = replace(p, strategies=tuple(saved["strategies"]), epochs=saved["epochs"], num_samples=saved["num_samples"],
                    name=name, storage=resolve_storage(storage))
     return kept, study
+
+
+def budget_warnings(kind: str, epochs: int, trials_per_strategy: Mapping[str, int]) -> list[str]:
+    """What makes a sweep's ranking weak before any compute is spent, one line each.
+
+    A strategy with fewer than 3 trials has its nuisance parameters barely tuned. Under pooled ASHA, about
+    ``n / rf**r`` of ``n`` trials survive ``r`` rungs, and nothing guarantees that each strategy keeps one to the full
+    budget; under ``asha`` the first trial of each strategy at each rung always passes, so each reaches it.
+    """
+    lines = []
+    few = [s for s, n in trials_per_strategy.items() if n < 3]
+    if few:
+        least = min(trials_per_strategy[s] for s in few)
+        lines.append(
+            f"warning: {len(few)} of {len(trials_per_strategy)} strategies get fewer than 3 trials (as few as "
+            f"{least}: {', '.join(few)}), too few to tune lr and temperature under each; use --num-samples "
+            f"{3 * len(trials_per_strategy)} or more"
+        )
+    if kind == "pooled_asha" and len(trials_per_strategy) > 1:
+        total = sum(trials_per_strategy.values())
+        survivors = total / 2 ** len(asha_rungs(epochs))
+        if survivors < len(trials_per_strategy):
+            lines.append(
+                f"warning: pooled ASHA brings about {survivors:.1f} of {total} trials to the full {epochs} epochs, "
+                f"fewer than the {len(trials_per_strategy)} strategies: some strategies will be ranked below full "
+                "budget; use the default scheduler (asha: one rung system per strategy) or more trials"
+            )
+    return lines

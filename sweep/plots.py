@@ -604,36 +604,42 @@ def _short(text: str, limit: int) -> str:
 # --- confirmation -------------------------------------------------------------------------------------------------
 
 
-def confirm_figure(summary: Any) -> ReportFigure:
-    """Test scores per seed for each strategy's finalist, with the mean and its 95% interval (``sweep confirm``)."""
-    rows = [r for r in summary.rows if r.test]
-    colours = strategy_colours([r.strategy for r in summary.rows])
-    fig = _figure(WIDTH * 0.8, max(2.4, 0.45 * len(rows) + 1.4))
-    ax = fig.add_subplot()
-    seeds = list(summary.seeds)
-    markers = "os^Dv<>p*h"
-    for y, r in zip(range(len(rows) - 1, -1, -1), rows, strict=True):
-        sp = r.test_spread
-        if finite(sp.low):
-            ax.plot([sp.low, sp.high], [y, y], color=colours[r.strategy], lw=2.5, alpha=0.45, solid_capstyle="butt")
-        ax.plot([sp.mean], [y], marker="|", ms=16, mew=2.5, color=colours[r.strategy])
-        for seed, score in sorted(r.test.items()):
-            k = seeds.index(seed) if seed in seeds else 0
-            ax.plot([score], [y + _spread(k, len(seeds), 0.3)], marker=markers[k % len(markers)], ls="none",
-                    ms=5, mfc="white", mec="black", mew=0.8)
-    ax.set_yticks(list(range(len(rows) - 1, -1, -1)), [_short(r.strategy, LABEL_CHARS) for r in rows])
-    ax.set_xlabel(f"test {summary.metric} ({'higher' if summary.mode == 'max' else 'lower'} is better)")
-    ax.grid(axis="x", alpha=0.3)
-    handles = [Line2D([], [], marker=markers[k % len(markers)], ls="none", mfc="white", mec="black",
-                      label=f"seed {s}") for k, s in enumerate(seeds)]
-    if handles:
-        ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=min(len(handles), 5))
+def confirm_figure(answer: Any) -> ReportFigure:
+    """The race (``sweep confirm``): each strategy's validation score per seed, what the race decided on, and the
+    survivors' test scores, each with its mean and 95% interval."""
+    entries = list(answer.entries)
+    colours = strategy_colours([e.strategy for e in entries])
+    fig = _figure(WIDTH, max(2.6, 0.45 * len(entries) + 1.5))
+    val_ax, test_ax = fig.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    seeds = list(answer.seeds)
+    for y, e in zip(range(len(entries) - 1, -1, -1), entries, strict=True):
+        colour, alive = colours[e.strategy], e.status != "dropped"
+        for ax, scores, interval in ((val_ax, e.val_scores, e.val), (test_ax, e.test_scores, e.test)):
+            if interval is None or not interval.n:
+                continue
+            if finite(interval.low):
+                ax.plot([interval.low, interval.high], [y, y], color=colour, lw=2.5, alpha=0.45 if alive else 0.2,
+                        solid_capstyle="butt")
+            ax.plot([interval.mean], [y], marker="|", ms=16, mew=2.5, color=colour, alpha=1.0 if alive else 0.4)
+            for k, score in enumerate(scores):
+                ax.plot([score], [y + _spread(k, max(len(seeds), 1), 0.3)], marker="o", ls="none", ms=4,
+                        mfc=colour if alive else "white", mec=colour, mew=0.8, alpha=0.8)
+    labels = [f"{_short(e.strategy, LABEL_CHARS)}" + ("" if e.drop is None else f" (out after {e.drop.after_round})")
+              for e in entries]
+    val_ax.set_yticks(list(range(len(entries) - 1, -1, -1)), labels)
+    better = "higher" if answer.mode == "max" else "lower"
+    val_ax.set_xlabel(f"validation {answer.metric} ({better} is better)")
+    test_ax.set_xlabel(f"test {answer.metric}, survivors only")
+    for ax in (val_ax, test_ax):
+        ax.grid(axis="x", alpha=0.3)
     caption = (
-        f"Each strategy's finalist re-run with seeds {', '.join(map(str, seeds))} (the same seeds, so the same data "
-        "split and batch order, for every strategy): one marker per seed, the tick is the mean and the bar its 95% "
-        "confidence interval (Student's t). Overlapping bars with few seeds mean the order is not settled."
+        f"The confirmation race over seeds {', '.join(map(str, seeds))} (the same seeds, so the same data split and "
+        "batch order, for every strategy in a round). Left: one dot per seed of the validation score the race "
+        "decided on, the tick is the mean and the bar its 95% interval (Student's t); hollow dots are strategies "
+        "dropped as significantly worse than the best, after the round in brackets. Right: the test scores of the "
+        "strategies still in the race, which never chose anything."
     )
-    return ReportFigure("confirm", f"Confirmation: test {summary.metric} per seed", caption, _png(fig))
+    return ReportFigure("confirm", f"Confirmation race: {answer.metric} per seed", caption, _png(fig))
 
 
 # --- a knob against several scores (the seed paper's figure) -----------------------------------------------------

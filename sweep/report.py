@@ -2,7 +2,7 @@
 
 Written: ``trials.parquet`` (one row per trial and epoch), ``summary.parquet`` (one row per trial),
 ``best_config.yaml`` (what ``sweep train --config`` takes), ``figures/*.png``, ``report.md`` and a self-contained
-``report.html`` (the ranking, the confirmation when `sweep confirm` ran, the figures embedded), ``confirm.parquet``
+``report.html`` (the ranking, the confirmation race when `sweep confirm` ran, the figures embedded), ``confirm.parquet``
 (one row per confirmation run) and ``study.db`` (a consistent copy of the Optuna study, for ``optuna-dashboard``).
 Works on a finished, running or interrupted sweep. Every file is written atomically.
 """
@@ -167,36 +167,38 @@ def copy_study(exp: str, target: str) -> None:
 
 
 def confirm_rows(exp: str) -> list[dict[str, Any]]:
-    """One row per confirmation run: its strategy, the sweep trial it re-ran, seed, state and every final metric."""
-    loaded = confirm.load(exp)
-    if loaded is None:
+    """One row per run of the confirmation race: its round, strategy, the sweep trial it re-ran, seed, state and
+    every final metric."""
+    plan = confirm.load(exp)
+    if plan is None:
         return []
-    plan, runs = loaded
     saved = ledger.newest_checkpoints(join(exp, confirm.CONFIRM_DIR))
-    failed = {int(k): v for k, v in plan.get("failed", {}).items()}
     rows = []
-    for run in runs:
-        ckpt = saved.get(run.number)
+    for number in sorted(set(saved) | set(plan.failed)):
+        finalist, seed, config = plan.run(number)
+        ckpt = saved.get(number)
         last = ckpt.history[-1] if ckpt and ckpt.history else {}
-        if run.number in failed:
-            state = f"failed: {failed[run.number]}"
-        elif last.get("stop_reason"):
-            state = f"failed: {last['stop_reason']}"
+        outcome = confirm.outcome_of(last, plan.metric, plan.epochs)
+        if number in plan.failed:
+            state = f"failed: {plan.failed[number]}"
+        elif outcome is not None and outcome.failed:
+            state = f"failed: {outcome.failed}"
         else:
-            state = "finished" if ckpt and ckpt.epoch >= plan["epochs"] else "to run"
+            state = "finished" if outcome is not None else "unfinished"
         metrics = {k: _scalar(v) for k, v in last.items() if k not in KEY_COLUMNS and k not in _WHERE}
         rows.append(
             {
-                "run": run.number,
-                "strategy": run.strategy,
-                "sweep_trial": run.finalist,
-                "seed": run.seed,
+                "run": number,
+                "round": number // len(plan.finalists) + 1,
+                "strategy": finalist.strategy,
+                "sweep_trial": finalist.trial,
+                "seed": seed,
                 "state": state,
                 "epoch": int(last.get("epoch", 0)),
                 "timestamp": last.get("timestamp"),
                 "node_id": last.get("node_id"),
                 **metrics,
-                **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(run.config.items())},
+                **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(config.items())},
             }
         )
     return rows
@@ -222,16 +224,18 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
     best = best_config(records, metric, mode, epochs)
     if best is not None:
         write("best_config.yaml", best_config_yaml(name, best, plan))
-    confirmed = confirm.load_summary(exp)
+    loaded = confirm.load_answer(exp)
+    confirmed = loaded[1] if loaded is not None else None
     if confirmed is not None:
-        write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "strategy", "sweep_trial", "seed", "state")))
-    rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") == "asha" else []
+        write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "round", "strategy", "sweep_trial", "seed",
+                                                                   "state")))
+    rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") in ("asha", "pooled_asha") else []
     figures = plots.report_figures(records, metric, mode, epochs, rungs)
     task = TASKS.get(plan.get("task", DEFAULT_TASK))
     for paper in task.figures if task else ():  # the seed paper's own figure, e.g. odd-one-out against p_change_room
         extra = plots.levels_figure(records, paper.scores, paper.knob, epochs)
         figures += [extra] if extra is not None else []
-    if confirmed is not None and confirmed.runs_done:
+    if confirmed is not None and confirmed.state.rounds:
         figures.insert(0, plots.confirm_figure(confirmed))
     for fig in figures:
         write(f"figures/{fig.name}.png", fig.png)
@@ -264,14 +268,16 @@ class Page:
     """The report's content once, rendered as Markdown (figures linked) and as self-contained HTML (embedded)."""
 
     def __init__(self, name: str, plan: dict[str, Any], records: Sequence[ranking.TrialRecord],
-                 confirmed: confirm.Summary | None, figures: Sequence[Any], importance: Any, rungs: Sequence[int]):
+                 confirmed: Any, figures: Sequence[Any], importance: Any, rungs: Sequence[int]):
         self.name, self.plan, self.records, self.confirmed = name, plan, records, confirmed
         self.figures, self.importance = figures, importance
         metric, epochs = plan["metric"], plan["epochs"]
         self.rows = ranking.rank(records, metric, plan["mode"], epochs)
         spent, total = sum(r.reached for r in records), plan["num_samples"] * epochs
         counts = {s: sum(r.status == s for r in records) for s in ("finished", "stopped", "failed", "running")}
-        schedule = f"ASHA rungs at epochs {', '.join(map(str, rungs))}" if rungs else f"scheduler {plan['scheduler']}"
+        where = " within each strategy" if plan["scheduler"] == "asha" else " over all trials"
+        schedule = (f"ASHA rungs at epochs {', '.join(map(str, rungs))}{where}" if rungs
+                    else f"scheduler {plan['scheduler']}")
         self.summary = (
             f"Space {plan['space']}: {len(records)} of {plan['num_samples']} trials ({counts['finished']} at full "
             f"budget, {counts['stopped']} stopped early, {counts['failed']} failed, {counts['running']} unfinished), "
@@ -281,8 +287,8 @@ class Page:
         self.caveat = (
             "A strategy's score is its best trial's last validation score, full-budget trials first; rows not at "
             "full budget compare shorter runs. One seed and the validation split used for selection: the top "
-            "scores are biased up" + ("; the confirmation below re-runs them." if confirmed else
-                                      "; `sweep confirm` re-runs them on fresh seeds and the test split.")
+            "scores are biased up" + ("; the confirmation below races them on fresh seeds." if confirmed else
+                                      "; `sweep confirm` races them on fresh seeds and reports the test split.")
         )
         self.problems = [r for r in records if r.status == "failed" or (r.status == "stopped" and r.reason
                                                                           and "scheduler" not in r.reason)]
@@ -308,7 +314,7 @@ class Page:
             h, cc = confirm.table(c)
             blocks += [("table", (h, cc, confirm.CONFIRM_ALIGN)), ("p", c.verdict)]
             blocks += [("figure", f) for f in self.figures if f.name == "confirm"]
-            out.append(("Confirmation on the test split", blocks))
+            out.append(("Confirmation: a race on fresh seeds", blocks))
         figs = [("figure", f) for f in self.figures if f.name != "confirm"]
         if figs:
             out.append(("Figures", figs))
@@ -331,7 +337,8 @@ class Page:
         files = (
             "trials.parquet (one row per trial and epoch), summary.parquet (one row per trial), best_config.yaml "
             "(`sweep train --config best_config.yaml` retrains the best trial), figures/, study.db (`optuna-dashboard "
-            "sqlite:///study.db`)" + (", confirm.parquet (one row per confirmation run)" if self.confirmed else "")
+            "sqlite:///study.db`)"
+            + (", confirm.parquet (one row per run of the confirmation race)" if self.confirmed else "")
         )
         out.append(("Files", [("p", files)]))
         return out

@@ -68,10 +68,12 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
         raise UserError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
     check_writable(p.storage, "--storage")
     check_can_start(s, p.study)
+    for line in p.warnings():
+        print(line, file=out, flush=True)
     write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
     errors.resume_with(command("resume", p.name, p.storage))
     ledger.create_study(p.exp, p.name, p.study.mode)
-    return _session(p, out)
+    return _then(p, _session(p, out), out)
 
 
 def resume(name: str, storage: str, *, address: str | None = None, max_concurrent: int | None = None,
@@ -86,7 +88,8 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
             f"stop it first, or follow it with `{command('status', name, storage)}`"
         )
     done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
-    if done >= p.num_samples or driver.get("state") == "finished":
+    finished = done >= p.num_samples or driver.get("state") == "finished"
+    if finished and p.settings.confirm is None:
         raise UserError(
             f"sweep {name!r} already finished ({done} of {p.num_samples} trials); see "
             f"`{command('status', name, storage)}` or start another with `sweep run --name NEW`"
@@ -97,7 +100,29 @@ def resume(name: str, storage: str, *, address: str | None = None, max_concurren
         p.settings.max_concurrent = max_concurrent
     check_can_start(p.settings, p.study)
     errors.resume_with(command("resume", p.name, p.storage))
-    return _session(p, out)
+    return _then(p, 0 if finished else _session(p, out), out)
+
+
+def _then(p: Plan, code: int, out) -> int:
+    """After a sweep session: with `--confirm`, the stages that follow a finished sweep, each resumable (`sweep
+    resume` continues whichever was interrupted): the race of its finalists, then the report; the terminal ends with
+    the race's table and its answer in one sentence."""
+    if code != 0 or p.settings.confirm is None:
+        return code
+    from sweep.confirm import confirm, final_answer
+    from sweep.race import Rules
+    from sweep.report import report
+
+    options = dict(p.settings.confirm)
+    budget = options.pop("time_budget_s", None)
+    code = confirm(p.name, p.storage, rules=Rules(**options), time_budget_s=budget, out=out,
+                   again=command("resume", p.name, p.storage), show=False)
+    if code != 0:
+        return code
+    print(file=out)
+    report(p.name, p.storage, out=out)
+    print(final_answer(p.exp, p.name), file=out)
+    return 0
 
 
 # --- one driver session -----------------------------------------------------------------------------------------
@@ -197,7 +222,8 @@ def drive_session(exp: str, s: SweepSettings, drive: Callable[[int, dict[str, An
 def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     s, exp, epochs, n = p.settings, p.exp, p.epochs, p.num_samples
     from sweep.progress import Progress
-    from sweep.study import SweepSearcher, finish_ask, make_scheduler
+    from sweep.scheduling import make_scheduler
+    from sweep.study import SweepSearcher, finish_ask
 
     study = ledger.open_study(exp, writer=True)
     scheduler = make_scheduler(p.study.scheduler, epochs)
@@ -277,8 +303,10 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"{len(failed)} trial(s) failed; `{command('status', p.name, p.storage)}` lists why", file=out)
-    print(f"next: `{command('confirm', p.name, p.storage)}` re-runs the finalists on paired seeds and the test split; "
-          f"`{command('report', p.name, p.storage)}` writes the report", file=out)
+    if p.settings.confirm is None:
+        print(f"next: `{command('confirm', p.name, p.storage)}` races each strategy's finalist on fresh, paired seeds "
+              f"to see which differences hold up; `{command('report', p.name, p.storage)}` writes the report",
+              file=out)
     return 0
 
 

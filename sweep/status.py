@@ -16,15 +16,18 @@ def status(name: str, storage: str, out: Any = sys.stdout) -> int:
     driver = ledger.read_driver(exp)
     records = ranking.records_from(study, ledger.newest_checkpoints(exp))
     print(format_status(name, saved_plan, driver, records, storage), file=out)
-    summary = confirm.load_summary(exp)
-    if summary is not None:
+    loaded = confirm.load_answer(exp)
+    if loaded is not None:
+        plan, answer = loaded
         cdriver = ledger.read_driver(join(exp, confirm.CONFIRM_DIR))
-        state = describe_driver(cdriver, time.time())[0] if summary.runs_done < summary.runs_total else "finished"
-        print(f"\nconfirmation: {state}, {summary.runs_done} of {summary.runs_total} runs done", file=out)
-        if summary.runs_done < summary.runs_total and not ledger.is_live(cdriver):
+        state = "finished" if answer.state.finished else describe_driver(cdriver, time.time())[0]
+        print(f"\nconfirmation (a race of {len(plan.finalists)} finalists): {state}, {answer.state.rounds} of at most "
+              f"{plan.rules.max_seeds} rounds, {len(answer.state.alive)} strategies left, {answer.runs_done} runs done",
+              file=out)
+        if not answer.state.finished and not ledger.is_live(cdriver):
             print(f"continue with: {command('confirm', name, storage)}", file=out)
-        elif summary.runs_done:
-            print(f"{summary.verdict}", file=out)
+        elif answer.state.rounds:
+            print(answer.verdict, file=out)
     return 0
 
 

@@ -16,28 +16,25 @@ that the assignment survives a restart); TPE picks the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.schedulers.async_hyperband import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 
 from sweep.errors import is_storage_fault
 from sweep.ledger import ASKED, Resumable, judge, report_history, tell
-from sweep.ranking import default_grace_period, finite
+from sweep.ranking import finite
+from sweep.scheduling import TIME_ATTR
 from trainables.errors import UserError
 from trainables.tasks import parse_config
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
-
-TIME_ATTR = "epoch"  # reported by every trial, 1-based: ASHA's time unit and Optuna's step
 
 
 def equal_share(strategies: Sequence[str], num_samples: int) -> list[dict[str, str]]:
@@ -239,32 +236,79 @@ class SweepSearcher(Searcher):
         pass
 
 
-class FixedSearcher(Searcher):
-    """Hands out a fixed list of configurations once each, no search: the runs of `sweep confirm`."""
+class RaceSearcher(Searcher):
+    """Hands out the runs of `sweep confirm`'s race round by round: a round's runs once the previous round is complete
+    and its losers dropped (:func:`sweep.race.replay`), nothing while a round is in flight, FINISHED when the race is
+    over. A time budget is checked between rounds only, so every survivor always has the same seeds."""
 
-    def __init__(self, runs: Sequence[tuple[int, dict[str, Any], str | None]], session: int) -> None:
+    def __init__(
+        self,
+        plan: Any,  # sweep.confirm.RacePlan
+        outcomes: Mapping[int, Any],
+        checkpoints: Mapping[int, str],
+        session: int,
+        out_of_time: Callable[[], bool],
+        record: Callable[[Any], None],
+        log: Callable[[str], None] = print,
+    ) -> None:
         super().__init__()
-        self.pending, self.session = list(runs), session  # (number, config, checkpoint to resume from or None)
+        self.plan, self.outcomes, self.checkpoints = plan, dict(outcomes), dict(checkpoints)
+        self.session, self.out_of_time, self.record, self.log = session, out_of_time, record, log
+        self.started: set[int] = set()
         self.live: dict[str, int] = {}
         self.trials: dict[str, Any] = {}  # filled by TrialIndex, for the error file of a failed run
-        self.failed: dict[int, str] = {}  # run number -> why it failed after its retries
         self.storage_fault: str | None = None  # as SweepSearcher's: such a run has not failed
+        self._rounds = self.state().rounds
+
+    def state(self) -> Any:
+        return self.plan.answer(self.outcomes).state
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if not self.pending:
+        state = self.state()
+        if state.finished:
             return Searcher.FINISHED
-        number, config, checkpoint = self.pending.pop(0)
+        pending = [n for n in state.todo if n not in self.started]
+        begun = len(pending) < len(state.todo) or any(n in self.checkpoints for n in state.todo)
+        if not begun and self.out_of_time():
+            self.plan = dataclasses.replace(self.plan, stopped_after=state.rounds)
+            self.record(self.plan)
+            self.log(f"time budget spent: the race stops after round {state.rounds}")
+            return Searcher.FINISHED
+        if not pending:
+            return None  # the round is in flight: the next one depends on its outcome
+        number = pending[0]
+        self.started.add(number)
         self.live[trial_id] = number
-        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: checkpoint}
+        config = self.plan.run(number)[2]
+        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: self.checkpoints.get(number)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from sweep.confirm import outcome_of
+        from sweep.race import Outcome
+
         number = self.live.pop(trial_id, None)
-        if error and number is not None:
+        if number is None:
+            return
+        if error:
             reason = _error_reason(self.trials.get(trial_id))
             if is_storage_fault(reason):
                 self.storage_fault = self.storage_fault or reason
-            else:
-                self.failed[number] = reason
+                return
+            self.plan = dataclasses.replace(self.plan, failed={**self.plan.failed, number: reason})
+            self.record(self.plan)  # at once: a resumed race must not run it again
+            outcome = Outcome(failed=reason)
+        else:
+            outcome = outcome_of(result, self.plan.metric, self.plan.epochs)
+        if outcome is None:  # stopped before its end (an interrupt): it goes on from its checkpoint next time
+            self.started.discard(number)
+            return
+        self.outcomes[number] = outcome
+        state = self.state()
+        if state.rounds > self._rounds:
+            self._rounds = state.rounds
+            dropped = [f"{s} ({d.reason})" for s, d in state.dropped.items() if d.after_round == state.rounds]
+            self.log(f"round {state.rounds}: {len(state.alive)} left" + (f"; dropped {'; '.join(dropped)}"
+                                                                          if dropped else ""))
 
     # Its state is the checkpoints on disk and the plan file: nothing for Ray's snapshots.
     def save(self, checkpoint_path: str) -> None:
@@ -277,7 +321,7 @@ class FixedSearcher(Searcher):
 class TrialIndex(Callback):
     """Hands the searcher each Tune trial, so that a failed trial's error message reaches the study."""
 
-    def __init__(self, searcher: SweepSearcher | FixedSearcher) -> None:
+    def __init__(self, searcher: SweepSearcher | RaceSearcher) -> None:
         self.searcher = searcher
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -295,64 +339,3 @@ def _error_reason(trial: Any) -> str:
         lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
         message = next((line for line in reversed(lines) if not line.startswith("Failure #")), "")
     return f"error after {attempts} attempt{'s' if attempts != 1 else ''}: {message[:300] or 'see error.txt'}"
-
-
-# --- scheduling ----------------------------------------------------------------------------------------------------
-
-
-def _keyed(trial: Any) -> Any:
-    """ASHA sees a trial by its sweep number, so a resumed trial (a new Tune trial) is the same trial to it."""
-    number = (getattr(trial, "config", None) or {}).get(TRIAL_KEY)
-    return trial if number is None else SimpleNamespace(trial_id=str(number))
-
-
-class DurableASHA(ASHAScheduler):
-    """Ray's ASHA, keyed by sweep trial number, whose rungs can be rebuilt from the histories on disk.
-
-    Ray restores ASHA with empty rungs (RAY_TUNE_NOTES section 4), so resumed trials would pass rungs they had
-    failed. :meth:`replay` feeds every epoch on disk back in the order it was reported instead.
-    """
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, _keyed(trial))
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        return super().on_trial_result(tune_controller, _keyed(trial), result)
-
-    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        key = _keyed(trial)
-        if key.trial_id in self._trial_info:
-            super().on_trial_complete(tune_controller, key, result)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        self._trial_info.pop(_keyed(trial).trial_id, None)
-
-    def replay(self, histories: Mapping[int, Sequence[Mapping]], finished: set[int]) -> dict[int, str]:
-        """Replay every reported epoch by its timestamp; return each trial's decision after its last epoch."""
-        events = sorted(
-            (row.get("timestamp", 0.0), number, i) for number, rows in histories.items() for i, row in enumerate(rows)
-        )
-        decisions: dict[int, str] = {}
-        for _, number, i in events:
-            key, row = SimpleNamespace(trial_id=str(number)), histories[number][i]
-            self._trial_info.setdefault(key.trial_id, self._brackets[0])
-            decisions[number] = AsyncHyperBandScheduler.on_trial_result(self, None, key, dict(row))
-            if number in finished and i == len(histories[number]) - 1:
-                AsyncHyperBandScheduler.on_trial_complete(self, None, key, dict(row))
-        return decisions
-
-
-def make_scheduler(
-    kind: str, epochs: int, *, grace_period: int | None = None, reduction_factor: int = 2
-) -> TrialScheduler:
-    """ASHA on the epoch (rungs grace, grace*rf, ... below epochs) or FIFO. Unknown kinds raise, listing the valid."""
-    if kind == "fifo":
-        return FIFOScheduler()
-    if kind != "asha":
-        raise UserError(f"unknown scheduler {kind!r}; choose asha or fifo")
-    if grace_period is None:
-        grace_period = default_grace_period(epochs)
-    if not 1 <= grace_period <= epochs:
-        raise UserError(f"`grace_period` is {grace_period} but must be between 1 and epochs ({epochs})")
-    return DurableASHA(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace_period, reduction_factor=reduction_factor)
-

@@ -191,7 +191,7 @@ def test_a_users_file_may_give_a_whole_study_with_its_sampler_and_scheduler(tmp_
 
 
 def test_an_unknown_space_is_a_user_error():
-    with pytest.raises(UserError, match="unknown search space 'nope'; choose one of: digits"):
+    with pytest.raises(UserError, match="unknown search space 'nope'; choose one of: mnist1d, digits"):
         load_study("nope")
 
 

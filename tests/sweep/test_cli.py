@@ -105,7 +105,7 @@ BAD_RUNS = {
     ),
     "space raises": (["--space", "spaces.py:raises"], ["raised NameError", "fix the function"]),
     "space without strategy": (["--space", "spaces.py:no_strategy"], ["`strategy`", "suggest_categorical"]),
-    "unknown strategy": (["--strategies", "nope"], ["strategy 'nope' is not in space 'digits'", "choose from"]),
+    "unknown strategy": (["--strategies", "nope"], ["strategy 'nope' is not in space 'mnist1d'", "choose from"]),
     "temperature out of range": (["--set", "temperature=-1"], ["`temperature` is -1.0", "> 0", "--set"]),
     "batch size out of range": (["--set", "batch_size=1"], ["`batch_size` is 1", ">= 2", "--set"]),
     "knob of another strategy": (["--set", "beta=1"], ["`beta` is not a knob of strategy", "--strategies "]),

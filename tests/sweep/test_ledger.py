@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from sweep import ledger
 from sweep.ledger import Outcome, Resumable, Saved, judge
-from sweep.study import make_scheduler
+from sweep.scheduling import make_scheduler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC = "linear_acc"

@@ -18,15 +18,13 @@ from ray.tune.search import Searcher
 from search_spaces import SPACES
 from sweep.ledger import Resumable
 from sweep.ranking import asha_rungs
+from sweep.scheduling import TIME_ATTR, DurableASHA, StratifiedASHA, make_scheduler
 from sweep.study import (
-    TIME_ATTR,
-    DurableASHA,
     SweepSearcher,
     TrialIndex,
     build_config,
     equal_share,
     finish_ask,
-    make_scheduler,
     trial_seed,
 )
 from trainables.tune_entry import RESUME_KEY, SESSION_KEY, SWEEP_KEYS, TRIAL_KEY
@@ -36,7 +34,8 @@ METRIC, MODE = "linear_acc", "max"
 
 
 def _asha(epochs=8):
-    scheduler = make_scheduler("asha", epochs)
+    """Ray's pooled ASHA, made durable: the rung system each strategy of the default scheduler has its own of."""
+    scheduler = make_scheduler("pooled_asha", epochs)
     scheduler.set_search_properties(METRIC, MODE)
     return scheduler
 
@@ -82,8 +81,9 @@ def test_asha_stops_every_trial_at_the_full_budget():
 
 def test_unknown_scheduler_and_bad_grace_are_rejected():
     assert isinstance(make_scheduler("fifo", 8), FIFOScheduler)
-    assert isinstance(make_scheduler("asha", 8), DurableASHA)
-    with pytest.raises(ValueError, match="asha or fifo"):
+    assert isinstance(make_scheduler("asha", 8), StratifiedASHA)
+    assert isinstance(make_scheduler("pooled_asha", 8), DurableASHA)
+    with pytest.raises(ValueError, match="asha, pooled_asha, fifo"):
         make_scheduler("hyperband", 8)
     with pytest.raises(ValueError, match="grace_period"):
         make_scheduler("asha", 8, grace_period=9)

@@ -10,9 +10,11 @@ from typing import Any
 
 from trainables.errors import UserError
 from trainables.task import Task
-from trainables.tasks import audio_text, audio_visual, image, temporal
+from trainables.tasks import audio_text, audio_visual, image, signal, temporal
 
-TASKS: dict[str, Task] = {t.name: t for t in (image.TASK, audio_text.TASK, audio_visual.TASK, temporal.TASK)}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (image.TASK, signal.TASK, audio_text.TASK, audio_visual.TASK, temporal.TASK)
+}
 DEFAULT_TASK = "image"  # a config without `task` is the image task's
 
 

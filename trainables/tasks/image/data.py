@@ -25,7 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.datasets import DatasetNotFoundError, channel_stats
+from trainables.datasets import (
+    TEST_FRACTION,
+    DatasetNotFoundError,
+    channel_stats,
+    holdout,
+    stratified_head,
+    three_way_split,
+)
 from trainables.errors import UserError
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "imagefolder")
@@ -35,9 +42,6 @@ DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "stl10", "imagefol
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 
-TEST_FRACTION = (
-    0.15  # digits / imagefolder have no official test split: 70/15/15 with the default val_fraction
-)
 _FALLBACK = "or use the embedded `dataset: digits`"
 _NO_DOWNLOAD = "download it yourself; nothing is downloaded at run time"
 
@@ -137,7 +141,7 @@ def _load_digits(seed: int, val_fraction: float, limit: int | None) -> ImageData
     bunch = load_digits()
     x = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)  # (n, 1, 8, 8)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+    train_idx, val_idx, test_idx = three_way_split(y.numpy(), seed, val_fraction)
     train, val, test = (_take(x, y, idx, limit) for idx in (train_idx, val_idx, test_idx))
     mean, std = channel_stats(train.images, floor=1e-6)
     return ImageData("digits", train, train, val, test, 10, mean, std)
@@ -153,7 +157,7 @@ def _load_cifar(name: str, root: str, seed: int, val_fraction: float, limit: int
     except RuntimeError as err:
         raise _not_found(name, root, cls.base_folder, _cifar_files(cls)) from err
     x_train, y_train = _hwc_to_tensor(official_train.data), _labels(official_train.targets)
-    keep, held = _holdout(y_train.numpy(), val_fraction, seed)
+    keep, held = holdout(y_train.numpy(), val_fraction, seed)
     train, val = _take(x_train, y_train, keep, limit), _take(x_train, y_train, held, limit)
     x_test, y_test = _hwc_to_tensor(official_test.data), _labels(official_test.targets)
     test = _take(x_test, y_test, np.arange(len(y_test)), limit)
@@ -171,13 +175,13 @@ def _load_stl10(root: str, seed: int, val_fraction: float, limit: int | None) ->
     except RuntimeError as err:
         raise _not_found("stl10", root, STL10.base_folder, files) from err
     x_lab, y_lab = torch.from_numpy(labelled.data), _labels(labelled.labels)
-    keep, held = _holdout(y_lab.numpy(), val_fraction, seed)
+    keep, held = holdout(y_lab.numpy(), val_fraction, seed)
     train, val = _take(x_lab, y_lab, keep, limit), _take(x_lab, y_lab, held, limit)
     # HCL pre-trains on 'train+unlabeled'. We leave the val hold-out out of it, so that the split the sweep
     # ranks on is never seen in training (0.5% of the 105k images; labels of the labelled part are kept).
     x_unl = torch.from_numpy(unlabelled.data)
     pre_y = torch.cat([y_lab[torch.from_numpy(keep)], torch.full((x_unl.shape[0],), -1, dtype=torch.int64)])
-    rows = torch.from_numpy(_stratified_head(pre_y.numpy(), limit))  # choose first, copy only what is kept
+    rows = torch.from_numpy(stratified_head(pre_y.numpy(), limit))  # choose first, copy only what is kept
     lab_rows, unl_rows = rows[rows < len(keep)], rows[rows >= len(keep)] - len(keep)
     pre_x = torch.empty((len(rows), *x_lab.shape[1:]), dtype=torch.uint8)  # filled in place: one 2.9 GB copy
     torch.index_select(x_lab, 0, torch.from_numpy(keep)[lab_rows], out=pre_x[: len(lab_rows)])
@@ -202,7 +206,7 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
     too_few = (f"imagefolder under {root} has too few images to split into train, val and test ({len(y)} images in "
                f"{len(folder.classes)} classes); add images to its class folders")
     try:
-        train_idx, val_idx, test_idx = _three_way_split(y.numpy(), seed, val_fraction)
+        train_idx, val_idx, test_idx = three_way_split(y.numpy(), seed, val_fraction)
     except ValueError as err:  # scikit-learn: a split of so few items would be empty
         if val_fraction + TEST_FRACTION >= 1.0:  # the caller's val_fraction, not the user's folder
             raise
@@ -210,7 +214,7 @@ def _load_imagefolder(root: str, seed: int, val_fraction: float, size: int, limi
     # Split on the labels first and decode only the images that are kept: `limit` then costs what it keeps.
     splits = []
     for idx in (train_idx, val_idx, test_idx):
-        idx = idx[_stratified_head(y.numpy()[idx], limit)]
+        idx = idx[stratified_head(y.numpy()[idx], limit)]
         x = (
             torch.stack([_load_image(folder.samples[i][0], size) for i in idx])
             if len(idx)
@@ -285,52 +289,9 @@ def _hwc_to_tensor(data: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
 
 
-def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (keep, held) indices in shuffled order; falls back to unstratified on tiny classes."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    try:
-        keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
-    except ValueError:  # a class with a single member, or fewer held-out slots than classes
-        keep, held = train_test_split(idx, test_size=fraction, random_state=seed)
-    return np.asarray(keep), np.asarray(held)
-
-
-def _three_way_split(
-    y: np.ndarray, seed: int, val_fraction: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if val_fraction + TEST_FRACTION >= 1.0:
-        raise ValueError(
-            f"val_fraction must be < {1 - TEST_FRACTION} here (a {TEST_FRACTION} test split is "
-            f"held out too), got {val_fraction}"
-        )
-    rest, test = _holdout(y, TEST_FRACTION, seed)
-    keep, held = _holdout(y[rest], val_fraction / (1.0 - TEST_FRACTION), seed)
-    return rest[keep], rest[held], test
-
-
-def _stratified_head(y: np.ndarray, limit: int | None) -> np.ndarray:
-    """Positions of ``limit`` items of ``y`` chosen so that class proportions are kept.
-
-    Each item gets the key (rank within its class + 1/2) / class size; taking the smallest keys interleaves
-    the classes in proportion. The kept positions are returned in their original (already shuffled) order.
-    """
-    n = len(y)
-    if limit is None or limit >= n:
-        return np.arange(n)
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    rank = np.empty(n, dtype=np.int64)
-    for c in range(len(counts)):
-        members = np.flatnonzero(inverse == c)
-        rank[members] = np.arange(len(members))
-    key = (rank + 0.5) / counts[inverse]
-    return np.sort(np.argsort(key, kind="stable")[:limit])
-
-
 def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, limit: int | None) -> ImageSplit:
     """The items ``idx`` (then limited) as a contiguous split; the identity selection is not copied."""
-    idx = np.asarray(idx, dtype=np.int64)[_stratified_head(y.numpy()[idx], limit)]
+    idx = np.asarray(idx, dtype=np.int64)[stratified_head(y.numpy()[idx], limit)]
     if len(idx) == len(y) and np.array_equal(idx, np.arange(len(y))):
         return ImageSplit(x.contiguous(), y)
     idx_t = torch.from_numpy(idx)
