@@ -15,7 +15,7 @@ from trainables.tasks import TASKS
 FIXED: dict[str, Any] = {
     "task": "signal",
     "dataset": "mnist1d",
-    "epochs": 10,
+    "epochs": 8,
     "batch_size": 256,
     "width": 32,
     "proj_hidden_dim": 128,

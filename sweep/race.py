@@ -261,11 +261,11 @@ class Answer:
             return (f"{alive[0].strategy} wins: the {others} other strateg{'y was' if others == 1 else 'ies were'} "
                     f"significantly worse on validation within {n} seeds ({how}).")
         tied = ", ".join(e.strategy for e in alive[1:])
-        why = "the time budget ran out" if self.state.stopped else f"after {n} seeds"
+        when = f"when the time budget stopped the race after {n} seeds" if self.state.stopped else f"after {n} seeds"
         chance = ", ".join(f"{e.strategy} {e.p_best:.0%}" for e in alive if e.p_best is not None)
         dropped = len(self.entries) - len(alive)
-        return (f"{alive[0].strategy} has the best mean, but {tied} cannot be told apart from it: {why}, no "
-                f"strategy was significantly worse than the best ({how}); probability of being best: {chance}"
+        return (f"{alive[0].strategy} has the best mean, but {tied} cannot be told apart from it {when} ({how}); "
+                f"probability of being best: {chance}"
                 + (f"; {dropped} other{'s were' if dropped != 1 else ' was'} dropped as significantly worse." if dropped
                    else "."))
 
@@ -315,8 +315,13 @@ def answer(
         tests = values(s, "test")
         entries.append(Entry(s, finalists[names.index(s)], status, interval(vals), interval(tests), chance.get(s),
                              run_seeds, vals, tests))
-    for s in sorted(state.dropped, key=lambda s: (-state.dropped[s].after_round, names.index(s))):
-        run_seeds, vals = scored(s, state.dropped[s].after_round, "val")
-        entries.append(Entry(s, finalists[names.index(s)], "dropped", interval(vals), None, None, run_seeds, vals,
-                             drop=state.dropped[s]))
+    dropped = {s: scored(s, state.dropped[s].after_round, "val") for s in state.dropped}
+
+    def lasted(s: str) -> tuple[int, float]:  # the later dropped first; in a round, the better mean first
+        vals = dropped[s][1]
+        return -state.dropped[s].after_round, -sign * float(np.mean(vals)) if vals else math.inf
+
+    for s in sorted(dropped, key=lambda s: (*lasted(s), names.index(s))):
+        entries.append(Entry(s, finalists[names.index(s)], "dropped", interval(dropped[s][1]), None, None,
+                             dropped[s][0], dropped[s][1], drop=state.dropped[s]))
     return Answer(metric, mode, rules, list(seeds[: state.rounds]), state, entries, len(outcomes))

@@ -98,7 +98,7 @@ def test_a_time_budget_stops_between_rounds():
     done = outcomes({"a": 0.9, "b": 0.9, "c": 0.9}, rounds=4, noise=0.02)
     answer = race.answer(finalists(), rules, list(range(10)), done, "acc", "max", stopped_after=4)
     assert answer.state.finished and answer.state.stopped == "time budget" and answer.state.rounds == 4
-    assert "the time budget ran out" in answer.verdict
+    assert "when the time budget stopped the race after 4 seeds" in answer.verdict
 
 
 def test_one_strategy_runs_min_seeds_and_nothing_is_compared():

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -88,9 +89,11 @@ def load_signal_data(name: str, root: str | None = None, *, seed: int = 0, val_f
     return SignalData(name, train, val, test, int(max(y.max(), -1 if y_test is None else y_test.max())) + 1)
 
 
+@functools.lru_cache(maxsize=1)
 def mnist1d_signals() -> tuple[np.ndarray, np.ndarray]:
     """MNIST-1D's 5,000 signals ``(n, 1, 40)`` and labels, as its package generates them (its own seed 42; numpy's
-    global random state, which the package reseeds, is restored afterwards)."""
+    global random state, which the package reseeds, is restored afterwards). Generating takes about 2 s, so a worker
+    that runs trial after trial makes them once; they are read-only (``load_signal_data`` copies what it keeps)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     state = np.random.get_state()
@@ -100,6 +103,7 @@ def mnist1d_signals() -> tuple[np.ndarray, np.ndarray]:
         np.random.set_state(state)
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float64)[:, None, :]
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False
     return x, y
 
 
