@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trainables.errors import UserError
+from trainables.errors import UserError, quoted
 
 # The largest count the CLI takes, and the largest seed (trainables.config.SEED_MAX, numpy's 32 bits: repeated here so
 # that parsing the command line imports no torch; a test holds the two equal).
@@ -94,6 +94,21 @@ def parse_duration(text: str, flag: str = "--time-budget") -> float:
     return seconds
 
 
+def load_yaml(text: str, what: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, but without aliases (``*name``): a few hundred bytes of nested aliases
+    expand to gigabytes (the "billion laughs"), and a config never needs one. ``what`` names the source."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                anchor = self.peek_event().anchor
+                raise UserError(f"{what} uses a YAML alias (*{quoted(anchor)[1:-1]}); write the value out instead")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
+
+
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     """--set key=value (YAML value: 0.1, true, null, text) -> {key: value}."""
     import yaml
@@ -102,17 +117,17 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set {item!r} must look like key=value, e.g. --set batch_size=64")
+            raise UserError(f"--set {quoted(item)} must look like key=value, e.g. --set batch_size=64")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = load_yaml(value, f"--set {key.strip()[:40]}")
         except yaml.YAMLError:
-            raise UserError(f"--set {item!r}: {value!r} is not a value") from None
+            raise UserError(f"--set {quoted(item)}: {quoted(value)} is not a value") from None
         if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):  # YAML 1.1 reads 1e-3 as text
             parsed = float(parsed)
         if isinstance(parsed, float) and not math.isfinite(parsed):
-            raise UserError(f"--set {item!r}: the value must be a finite number")
+            raise UserError(f"--set {quoted(item)}: the value must be a finite number")
         if not (parsed is None or isinstance(parsed, (str, int, float, bool))):
-            raise UserError(f"--set {item!r}: the value must be one number, word or true/false, not a "
+            raise UserError(f"--set {quoted(item)}: the value must be one number, word or true/false, not a "
                             f"{type(parsed).__name__}")
         out[key.strip()] = parsed
     return out
@@ -241,6 +256,20 @@ class Status:
         return status(args.name, args.storage)
 
 
+class Check:
+    help = "verify a sweep's files: what is damaged or missing, and what `sweep resume` would redo (read-only)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        _add_sweep_arguments(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from sweep.check import check
+
+        return check(args.name, args.storage)
+
+
 class Report:
     help = "export a sweep's results: trials.parquet, summary.parquet, best_config.yaml, report.md, study.db"
 
@@ -355,6 +384,7 @@ COMMANDS: dict[str, Any] = {
     "run": Run,
     "resume": Resume,
     "status": Status,
+    "check": Check,
     "report": Report,
     "confirm": Confirm,
     "train": Train,
@@ -368,14 +398,11 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise UserError(f"config file {path!r} not found; give the path of a YAML or JSON file")
     text = p.read_text()
     try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else load_yaml(text, f"config file {path}")
+    except UserError:
+        raise
     except Exception as exc:
-        raise UserError(f"could not parse {path}: {exc}".splitlines()[0]) from None
+        raise UserError(f"could not parse {path}: {exc}".splitlines()[0][:200]) from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of settings (key: value), not {type(data).__name__}")
     return data

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sweep import ledger, race, ranking
+from sweep.claim import claim
 from sweep.storage import command, join, read_text, write_atomic
 from trainables.errors import UserError
 
@@ -230,7 +231,7 @@ def confirm(
         problems = rules.check()
         if problems:
             raise UserError(problems[0])
-        records = ranking.records_from(study, ledger.newest_checkpoints(p.exp))
+        records = ranking.records_from(study, ledger.newest_checkpoints(p.exp), p.study.metric)
         finalists = choose_finalists(records, p.study.metric, p.study.mode, p.epochs)
         if not finalists:
             raise UserError(f"no trial of sweep {name!r} has a score yet; nothing to confirm "
@@ -247,17 +248,20 @@ def confirm(
     if max_concurrent is not None:
         p.settings.max_concurrent = max_concurrent
     state = plan.answer(plan.outcomes(ledger.newest_checkpoints(cdir))).state
-    if not state.finished:
-        check_can_start(p.settings, p.study)  # before anything is written
-    if fresh:
-        write_atomic(join(cdir, PLAN_FILE), plan.to_json())
     code = 0
-    if not state.finished:
-        from sweep.runner import drive_session
+    if fresh or not state.finished:  # a finished race is only shown: nothing is written
+        if not state.finished:
+            check_can_start(p.settings, p.study)  # before anything is written or claimed
+        with claim(p.exp):
+            if fresh and load(p.exp) is None:  # not created by another driver meanwhile
+                write_atomic(join(cdir, PLAN_FILE), plan.to_json())
+            plan = load(p.exp)
+            if not plan.answer(plan.outcomes(ledger.newest_checkpoints(cdir))).state.finished:
+                from sweep.runner import drive_session
 
-        code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, k, driver, out))
-    plan, a = load_answer(p.exp)
-    write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{describe(a)}\n")
+                code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, k, driver, out))
+            text = describe(load_answer(p.exp)[1])
+            write_atomic(join(cdir, RESULT_FILE), f"# Confirmation of sweep {name}\n\n{text}\n")
     if show or code == 130:
         print(final_answer(p.exp, name), file=out)
     if code == 130:

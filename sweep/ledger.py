@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from sweep.journal import JOURNAL_DIR, ObjectJournal
@@ -63,12 +65,36 @@ def trial_dirname(number: int, strategy: str) -> str:
 
 
 def study_storage(exp: str, writer: bool = False) -> optuna.storages.BaseStorage:
-    """SQLite in a local sweep directory; in object storage, a journal of objects (see :mod:`sweep.journal`)."""
+    """SQLite in a local sweep directory; in object storage, a journal of objects (see :mod:`sweep.journal`).
+
+    Only a writer (the driver) opens SQLite for writing, and only it may create the tables; every reader (`sweep
+    status`, `report`, `check`) opens the file read-only, so a damaged study.db is reported, never rewritten.
+    """
     if is_uri(exp):
         return optuna.storages.JournalStorage(ObjectJournal(join(exp, JOURNAL_DIR), writer=writer))
-    # A reader (`sweep status`) may meet the driver's write lock: wait for it rather than fail.
-    url = f"sqlite:///{join(exp, STUDY_FILE)}"
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    path = join(exp, STUDY_FILE)
+    # A reader may meet the driver's write lock: wait for it rather than fail.
+    if writer:
+        return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}})
+    url = f"sqlite:///file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro&uri=true"
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30, "uri": True}},
+                                      skip_table_creation=True)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_study_file(exp: str) -> str:
+    """'' when study.db looks like an SQLite database, else what is wrong with it (empty, not SQLite)."""
+    path = join(exp, STUDY_FILE)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if not head:
+        return "empty (0 bytes)"
+    return "" if head == SQLITE_HEADER else "not an SQLite database"
 
 
 def has_study(exp: str) -> bool:
@@ -83,14 +109,26 @@ def create_study(exp: str, name: str, mode: str) -> optuna.Study:
 
 
 def open_study(exp: str, writer: bool = False) -> optuna.Study | None:
-    """The sweep's study; ``writer``: for the driver, the one process that writes it while a session runs."""
+    """The sweep's study; ``writer``: for the driver, the one process that writes it while a session runs. A study
+    that cannot be read is a UserError naming the file and the fix."""
     if read_text(join(exp, SETTINGS_FILE)) is None or not has_study(exp):
         return None
-    return optuna.load_study(storage=study_storage(exp, writer), study_name=None)
+    where = join(exp, JOURNAL_DIR if is_uri(exp) else STUDY_FILE)
+    fix = (f"restore it from a backup (`sweep report` keeps a consistent copy in {join(exp, 'report', STUDY_FILE)}), "
+           "or start the sweep afresh with another --name")
+    problem = "" if is_uri(exp) else check_study_file(exp)
+    if problem:
+        raise UserError(f"{where} is damaged ({problem}); {fix}")
+    try:
+        return optuna.load_study(storage=study_storage(exp, writer), study_name=None)
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, ValueError, KeyError) as exc:
+        cause = str(getattr(exc, "orig", None) or exc.__cause__ or exc).splitlines()[0][:120]
+        raise UserError(f"{where} is damaged (it cannot be read: {cause}); {fix}") from None
 
 
-def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Study]:
-    """An existing sweep's directory, saved plan (sweep.json) and study; ValueError in one line when missing."""
+def load_sweep(name: str, storage: str, *, writer: bool = False) -> tuple[str, dict[str, Any], optuna.Study]:
+    """An existing sweep's directory, saved plan (sweep.json, checked) and study; UserError in one line when missing
+    or damaged. Only ``writer`` (a driver holding the sweep's claim) opens the study for writing."""
     if not name or name in (".", "..") or any(c in name for c in "/\\\0\n"):
         raise UserError(f"{name!r} is not a sweep name: give the name of one directory under --storage")
     root = resolve_storage(storage)
@@ -98,11 +136,45 @@ def load_sweep(name: str, storage: str) -> tuple[str, dict[str, Any], optuna.Stu
     text = read_text(join(exp, SETTINGS_FILE))
     if text is None:
         raise UserError(f"no sweep {name!r} in {root}; check the name and --storage")
-    study = open_study(exp)
+    plan = check_settings(join(exp, SETTINGS_FILE), text)
+    study = open_study(exp, writer=writer)
     if study is None:
         where = JOURNAL_DIR if is_uri(exp) else STUDY_FILE
         raise UserError(f"sweep {name!r} in {root} has no study database ({where})")
-    return exp, json.loads(text), study
+    return exp, plan, study
+
+
+# What sweep.json must hold, and the type of each: a damaged file is named, never half-used.
+_SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "settings": dict, "space": str, "strategies": list, "num_samples": int, "epochs": int, "metric": str,
+    "mode": str, "scheduler": str,
+}
+
+
+def check_settings(path: str, text: str) -> dict[str, Any]:
+    """sweep.json parsed and checked: a mapping with every key the commands read, of the right type."""
+    fix = "it holds the sweep's settings, which nothing else records: restore it from a backup, or start afresh " \
+          "with `sweep run --name NEW`"
+    data = _parse(path, text, fix)
+    for key, kind in _SETTINGS_SCHEMA.items():
+        if key not in data:
+            raise UserError(f"{path} is damaged (no `{key}`); {fix}")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise UserError(f"{path} is damaged (`{key}` is {type(data[key]).__name__}, not "
+                            f"{getattr(kind, '__name__', kind)}); {fix}")
+    if data["mode"] not in ("max", "min") or not all(isinstance(x, str) for x in data["strategies"]):
+        raise UserError(f"{path} is damaged (mode or strategies); {fix}")
+    return data
+
+
+def _parse(path: str, text: str, fix: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{path} is damaged (not JSON: {exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is damaged (a JSON {type(data).__name__}, not an object); {fix}")
+    return data
 
 
 # --- trial outcomes ----------------------------------------------------------------------------------------------
@@ -191,11 +263,27 @@ class Saved:
         return int(self.history[-1]["epoch"]) if self.history else 0
 
 
+@dataclass(frozen=True)
+class Damaged:
+    """A checkpoint that cannot be used, and why."""
+
+    number: int
+    path: str
+    why: str
+
+
 def newest_checkpoints(exp: str) -> dict[int, Saved]:
     """Per trial number, the checkpoint with the most epochs across every session (the later session on a tie).
 
-    A checkpoint a kill left half-copied (no loadable ``state.pt`` or ``history.json``) is skipped.
+    A checkpoint that cannot be used (a kill left it half-copied, or its ``state.pt`` or ``history.json`` is
+    damaged) is skipped; :func:`scan_checkpoints` also says which and why.
     """
+    return scan_checkpoints(exp)[0]
+
+
+def scan_checkpoints(exp: str) -> tuple[dict[int, Saved], list[Damaged]]:
+    """:func:`newest_checkpoints`, and every damaged checkpoint newer than the one used for its trial (an older
+    damaged one matters to nobody: a newer checkpoint holds its whole history)."""
     fs, base = pafs.FileSystem.from_uri(exp)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     candidates: dict[int, list[tuple[int, int, str, str]]] = {}
@@ -211,19 +299,26 @@ def newest_checkpoints(exp: str) -> dict[int, Saved]:
         except ValueError:
             continue
         candidates.setdefault(number, []).append((session, index, info.path, join(exp, *parts[:3])))
-    out = {}
+    out: dict[int, Saved] = {}
+    damaged: list[Damaged] = []
     for number, found in candidates.items():
-        best = None
+        best, bad = None, []
         for session, index, history_path, ckpt in found:
             history = _load_history(fs, history_path)
-            if history is None or not _is_zip(fs, history_path.rsplit("/", 1)[0] + "/" + STATE_FILE):
+            why = "" if history is not None else f"{HISTORY_FILE} is not a list of epochs"
+            if not why and not _is_zip(fs, history_path.rsplit("/", 1)[0] + "/" + STATE_FILE):
+                why = f"{STATE_FILE} is missing or truncated"
+            if why:
+                bad.append(((session, index), Damaged(number, ckpt, why)))
                 continue
             key = (int(history[-1]["epoch"]) if history else 0, session, index)
             if best is None or key > best[0]:
                 best = (key, Saved(ckpt, session, history))
         if best is not None:
             out[number] = best[1]
-    return out
+        used = best[0][1:] if best is not None else (-1, -1)
+        damaged += [d for where, d in bad if where > used]
+    return out, sorted(damaged, key=lambda d: (d.number, d.path))
 
 
 def _load_history(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]] | None:
@@ -232,7 +327,10 @@ def _load_history(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]] | None
             history = json.loads(f.read().decode())
     except (OSError, ValueError):
         return None
-    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
+    if not isinstance(history, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int) and not isinstance(r.get("epoch"), bool)
+        for r in history
+    ):
         return None
     return history
 
@@ -242,7 +340,7 @@ def _is_zip(fs: pafs.FileSystem, path: str) -> bool:
     try:
         with fs.open_input_file(path) as f:
             return zipfile.is_zipfile(f)
-    except OSError:
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid (a seek before a tiny file's start) is a ValueError
         return False
 
 
@@ -338,9 +436,28 @@ def cut_unfinished(study: optuna.Study, saved: Mapping[int, Saved], epochs: int,
 # --- the driver's record ----------------------------------------------------------------------------------------
 
 
-def read_driver(exp: str) -> dict[str, Any]:
-    text = read_text(join(exp, DRIVER_FILE))
-    return json.loads(text) if text else {"state": "new", "sessions": []}
+def read_driver(exp: str, strict: bool = True) -> dict[str, Any]:
+    """The driver record of a sweep (or of its race); a damaged one is a UserError naming it, or, not ``strict``,
+    the record of a sweep no driver ever ran."""
+    path = join(exp, DRIVER_FILE)
+    text = read_text(path)
+    if not text:
+        return {"state": "new", "sessions": []}
+    fix = "it only records driver sessions and heartbeats: delete it and run the command again"
+    try:
+        data = _parse(path, text, fix)
+        sessions = data.get("sessions")
+        if not isinstance(data.get("state"), str) or not isinstance(sessions, list):
+            raise UserError(f"{path} is damaged (no `state` or `sessions`); {fix}")
+        for session in sessions:
+            if not (isinstance(session, dict) and isinstance(session.get("pid"), int)
+                    and all(isinstance(session.get(k), (int, float)) for k in ("started", "heartbeat"))):
+                raise UserError(f"{path} is damaged (a session without pid, started and heartbeat); {fix}")
+    except UserError:
+        if strict:
+            raise
+        return {"state": "new", "sessions": []}
+    return data
 
 
 def write_driver(exp: str, driver: Mapping[str, Any]) -> None:

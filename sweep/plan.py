@@ -293,30 +293,86 @@ def _check_trial(
     raise UserError(f"{problem} (trials of strategy {strategy!r}); {fix}")
 
 
+# An HTTP/2 client's first bytes (the connection preface and an empty SETTINGS frame): Ray's GCS and its client
+# server speak gRPC, so they answer with a SETTINGS frame; a dashboard or any HTTP/1 server does not.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def check_address(address: str | None, timeout: float = ADDRESS_TIMEOUT_S) -> None:
-    """Fail fast, in one line, when nothing listens at a Ray address (ray.init would retry for a minute)."""
+    """Fail fast, in one line, when no Ray listens at a Ray address: nothing answers there, or something that is not
+    Ray's gRPC does (a dashboard's port): ray.init would retry for ever."""
     if not address or address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
     host, _, port = hostport.rpartition(":")
+    given = "--address" if os.environ.get("RAY_ADDRESS") != address else "RAY_ADDRESS"
+    answer, reason = b"", ""
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return
+        conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
     except ValueError:
         reason = "it is not host:port"
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-    given = "--address" if os.environ.get("RAY_ADDRESS") != address else "RAY_ADDRESS"
+    else:
+        with conn:
+            try:
+                conn.settimeout(timeout)
+                conn.sendall(_HTTP2_HELLO)
+                while len(answer) < 9:
+                    chunk = conn.recv(9 - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+            except OSError:  # a reset or a silent peer: not Ray, which answers at once
+                pass
+        if len(answer) == 9 and answer[3] == 0x04:  # an HTTP/2 SETTINGS frame: gRPC, as Ray's GCS speaks
+            return
+        seen = "nothing" if not answer else repr(answer.split(b"\r\n", 1)[0][:20].decode("latin-1"))
+        raise UserError(
+            f"{given} {address} answers, but not as Ray (it does not speak gRPC; it sent {seen}); give the address "
+            "`ray start --head` printed (the GCS port, 6379 by default), not a dashboard's or another service's"
+        )
     raise UserError(
         f"no Ray cluster answers at {given} {address} ({reason}); start one with `ray start --head` "
         f"or leave out {given} to run on a local Ray"
     )
 
 
+def ray_temp_dir() -> str:
+    """Where a local Ray keeps its sockets and logs: Ray's own rule (RAY_TMPDIR, else TMPDIR on Linux, else /tmp)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return os.path.join(base or "/tmp", "ray")
+
+
+def check_local_ray(s: SweepSettings) -> None:
+    """What would make a local Ray fail to start, refused before anything is written: a temporary directory it
+    cannot write, or a dashboard without its packages."""
+    if s.address:
+        return
+    where = ray_temp_dir()
+    probe = where
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "/"
+    if not (os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)):
+        raise UserError(f"a local Ray keeps its sockets and logs in {where}, but {probe} is not writable; set "
+                        "RAY_TMPDIR (or TMPDIR) to a writable directory, e.g. RAY_TMPDIR=$HOME/ray-tmp")
+    if s.dashboard:
+        from ray._private.utils import get_dashboard_dependency_error
+
+        problem = get_dashboard_dependency_error()
+        if problem:
+            raise UserError(
+                f"--dashboard needs Ray's dashboard packages, which this environment lacks ({str(problem)[:80]}); "
+                "leave out --dashboard (`optuna-dashboard` and `sweep status` show the sweep), or install them with "
+                "`.venv/bin/uv pip install 'ray[default]==2.60.*'`"
+            )
+
+
 def check_can_start(s: SweepSettings, study: Study) -> None:
-    """A session that could not start, refused before anything is written: no Ray at ``--address``, or resources
-    per trial that no trial could get."""
+    """A session that could not start, refused before anything is written or claimed: no Ray at ``--address``, a
+    local Ray that could not start, or resources per trial that no trial could get."""
     check_address(s.address)
+    check_local_ray(s)
     check_resources(s, study)
 
 

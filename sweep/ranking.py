@@ -32,6 +32,9 @@ class TrialRecord:
     status: str = ""  # finished (full budget), stopped (early, by the scheduler or a time budget), failed, running
     reason: str = ""  # why it stopped or failed
     searched: tuple[str, ...] = ()  # the parameters its study searched (Optuna's params), the strategy included
+    # where its history is not its checkpoint's: its epochs from study.db, because its newest checkpoint is damaged
+    # or gone ("" when the checkpoint holds every epoch the study knows of)
+    note: str = ""
 
     @property
     def last(self) -> dict[str, Any]:
@@ -47,20 +50,35 @@ class TrialRecord:
         return self.status in ("finished", "stopped", "failed")
 
 
-def records_from(study: Any, saved: Mapping[int, Any]) -> list[TrialRecord]:
-    """One record per trial the study has handed out, with the history of its newest checkpoint on disk."""
+def records_from(study: Any, saved: Mapping[int, Any], metric: str | None = None) -> list[TrialRecord]:
+    """One record per trial the study has handed out, with the history of its newest checkpoint on disk.
+
+    With ``metric``, the epochs the study knows of and the checkpoint does not (its newest checkpoint is damaged, or
+    its session directory is gone) are taken from the study's intermediate values, and the record says so: a damaged
+    file never silently ranks a trial at a smaller budget.
+    """
     records = []
     for t in study.get_trials(deepcopy=False):
         if t.state.name not in STATUS_OF:
             continue
+        history = list(saved[t.number].history) if t.number in saved else []
+        note = ""
+        if metric is not None:
+            reached = max((int(r["epoch"]) for r in history), default=0)
+            extra = {step: v for step, v in t.intermediate_values.items() if step > reached and finite(v)}
+            if extra:
+                history += [{"epoch": int(step), metric: float(v)} for step, v in sorted(extra.items())]
+                note = (f"epochs {min(extra)}-{max(extra)} from study.db: "
+                        + ("its newest checkpoint is damaged" if t.number in saved else "no checkpoint on disk"))
         records.append(
             TrialRecord(
                 number=t.number,
                 config=dict(t.user_attrs.get("config") or t.params),
-                history=list(saved[t.number].history) if t.number in saved else [],
+                history=history,
                 status=STATUS_OF[t.state.name],
                 reason=str(t.user_attrs.get("reason", "")),
                 searched=tuple(t.params),
+                note=note,
             )
         )
     return records

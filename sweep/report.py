@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sweep import confirm, ledger, plots, ranking
+from sweep.check import damage_lines
 from sweep.storage import check_writable, is_uri, join, resolve_storage, write_atomic
 from trainables.tasks import DEFAULT_TASK, TASKS
 
@@ -207,7 +208,8 @@ def confirm_rows(exp: str) -> list[dict[str, Any]]:
 def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.stdout) -> int:
     exp, plan, study = ledger.load_sweep(name, storage)
     metric, mode, epochs = plan["metric"], plan["mode"], plan["epochs"]
-    records = ranking.records_from(study, ledger.newest_checkpoints(exp))
+    saved, damaged = ledger.scan_checkpoints(exp)
+    records = ranking.records_from(study, saved, metric)
     target = resolve_storage(out_dir) if out_dir else join(exp, REPORT_DIR)
     check_writable(target, "--out")
     written = []
@@ -221,9 +223,14 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         "summary.parquet",
         parquet_bytes(summary_rows(records, metric, epochs), ("trial_id", "strategy", "state", "epochs")),
     )
+    found = damage_lines(damaged, records)
+    for line in found:
+        print(f"warning: {line}", file=out)
     best = best_config(records, metric, mode, epochs)
     if best is not None:
         write("best_config.yaml", best_config_yaml(name, best, plan))
+    else:
+        print("note: no trial has a score yet, so there is no best_config.yaml", file=out)
     loaded = confirm.load_answer(exp)
     confirmed = loaded[1] if loaded is not None else None
     if confirmed is not None:
@@ -239,7 +246,8 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         figures.insert(0, plots.confirm_figure(confirmed))
     for fig in figures:
         write(f"figures/{fig.name}.png", fig.png)
-    page = Page(name, plan, records, confirmed, figures, plots.param_importance(records, metric, mode), rungs)
+    page = Page(name, plan, records, confirmed, figures, plots.param_importance(records, metric, mode), rungs,
+                found)
     write("report.md", page.markdown())
     write("report.html", page.html())
     copy_study(exp, join(target, ledger.STUDY_FILE))
@@ -268,8 +276,10 @@ class Page:
     """The report's content once, rendered as Markdown (figures linked) and as self-contained HTML (embedded)."""
 
     def __init__(self, name: str, plan: dict[str, Any], records: Sequence[ranking.TrialRecord],
-                 confirmed: Any, figures: Sequence[Any], importance: Any, rungs: Sequence[int]):
+                 confirmed: Any, figures: Sequence[Any], importance: Any, rungs: Sequence[int],
+                 damage: Sequence[str] = ()):
         self.name, self.plan, self.records, self.confirmed = name, plan, records, confirmed
+        self.damage = list(damage)
         self.figures, self.importance = figures, importance
         metric, epochs = plan["metric"], plan["epochs"]
         self.rows = ranking.rank(records, metric, plan["mode"], epochs)
@@ -329,6 +339,11 @@ class Page:
             )
             out.append(("Hyperparameter importance", [("p", text), ("table", (["parameter", "importance"], cells,
                                                                               "lr"))]))
+        if self.damage:
+            text = ("Files of this sweep that could not be used; where study.db has a trial's scores, the ranking "
+                    "above uses them (`sweep check` lists what a resume would redo).")
+            out.append(("Damaged or missing files", [("p", text), ("table", (["what"], [[d] for d in self.damage],
+                                                                             "l"))]))
         if self.problems:
             cells = [[str(r.number), str(r.config.get("strategy")), trial_state(r, epochs),
                       ranking.describe_config(r.config, r.searched)] for r in self.problems]

@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,6 +24,8 @@ from optuna.trial import TrialState
 
 from search_spaces import Study
 from sweep import errors, ledger, ranking
+from sweep.check import damage_lines
+from sweep.claim import LOCK_FILE, claim
 from sweep.plan import (
     Plan,
     SweepSettings,
@@ -38,7 +39,7 @@ from sweep.plan import (
     trial_overrides,
 )
 from sweep.ray_start import init_ray
-from sweep.storage import check_writable, command, is_uri, join, read_text, write_atomic
+from sweep.storage import check_writable, command, join, list_names, read_text, write_atomic
 from trainables.errors import UserError
 from trainables.tasks import DEFAULT_TASK, get_task
 
@@ -51,56 +52,75 @@ HEARTBEAT_S = 5.0
 
 
 def run(s: SweepSettings, out=sys.stdout) -> int:
-    """`sweep run`: a new sweep."""
+    """`sweep run`: a new sweep. Everything that can be checked is checked before the sweep directory is claimed,
+    so a refused run writes nothing and never takes the name."""
     p = plan(s)
     check_name(p.name)
+    _check_new(p)
+    check_writable(p.storage, "--storage")
+    check_can_start(s, p.study)
+    for line in p.warnings():
+        print(line, file=out, flush=True)
+    with claim(p.exp, creating=True):
+        _check_new(p)  # a driver that created it and ended between the first look and the claim
+        write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
+        errors.resume_with(command("resume", p.name, p.storage))
+        ledger.create_study(p.exp, p.name, p.study.mode)
+        return _then(p, _session(p, out), out)
+
+
+def _check_new(p: Plan) -> None:
+    """The sweep's name is free: no sweep there, and no other files (a local folder or an object-store prefix)."""
     existing = read_text(join(p.exp, ledger.SETTINGS_FILE))
     if existing is not None:
-        space = json.loads(existing).get("space")
+        try:
+            space = json.loads(existing).get("space")
+        except (ValueError, AttributeError):
+            space = None
         hint = f"continue it with `{command('resume', p.name, p.storage)}`"
-        if space != p.study.name:
+        if space is not None and space != p.study.name:
             raise UserError(
                 f"sweep {p.name!r} already exists in {p.storage} with space {space!r}, not {p.study.name!r}; "
                 f"choose another --name (or {hint})"
             )
         raise UserError(f"sweep {p.name!r} already exists in {p.storage}; {hint}, or choose another --name")
-    if not is_uri(p.exp) and Path(p.exp).exists() and any(Path(p.exp).iterdir()):
+    if [n for n in list_names(p.exp) if not n.startswith(LOCK_FILE)]:  # a claim alone: a sweep being created
         raise UserError(f"{p.exp} exists and is not a sweep; choose another --name or --storage")
-    check_writable(p.storage, "--storage")
-    check_can_start(s, p.study)
-    for line in p.warnings():
-        print(line, file=out, flush=True)
-    write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
-    errors.resume_with(command("resume", p.name, p.storage))
-    ledger.create_study(p.exp, p.name, p.study.mode)
-    return _then(p, _session(p, out), out)
 
 
 def resume(name: str, storage: str, *, address: str | None = None, max_concurrent: int | None = None,
            out=sys.stdout) -> int:
-    """`sweep resume`: continue an interrupted sweep with its own settings."""
+    """`sweep resume`: continue an interrupted sweep with its own settings (a pipeline: whichever stage was)."""
     p, study = load_plan(name, storage)
-    driver = ledger.read_driver(p.exp)
+    if address is not None:
+        p.settings.address = address
+    if max_concurrent is not None:
+        p.settings.max_concurrent = max_concurrent
+    _check_resumable(p, ledger.read_driver(p.exp), study)
+    check_can_start(p.settings, p.study)
+    with claim(p.exp):  # a live driver's claim is refused; a dead one's is taken over
+        driver, study = ledger.read_driver(p.exp), ledger.open_study(p.exp)
+        finished = _check_resumable(p, driver, study)
+        errors.resume_with(command("resume", p.name, p.storage))
+        return _then(p, 0 if finished else _session(p, out), out)
+
+
+def _check_resumable(p: Plan, driver: dict[str, Any], study: optuna.Study) -> bool:
+    """Whether the sweep stage is finished; UserError when the sweep runs or there is nothing left to do."""
     if ledger.is_live(driver):
         last = driver["sessions"][-1]
         raise UserError(
-            f"sweep {name!r} is running (driver pid {last['pid']} on {last['host']}); "
-            f"stop it first, or follow it with `{command('status', name, storage)}`"
+            f"sweep {p.name!r} is running (driver pid {last['pid']} on {last['host']}); "
+            f"stop it first, or follow it with `{command('status', p.name, p.storage)}`"
         )
     done = len(study.get_trials(deepcopy=False, states=ledger.FINISHED))
     finished = done >= p.num_samples or driver.get("state") == "finished"
     if finished and p.settings.confirm is None:
         raise UserError(
-            f"sweep {name!r} already finished ({done} of {p.num_samples} trials); see "
-            f"`{command('status', name, storage)}` or start another with `sweep run --name NEW`"
+            f"sweep {p.name!r} already finished ({done} of {p.num_samples} trials); see "
+            f"`{command('status', p.name, p.storage)}` or start another with `sweep run --name NEW`"
         )
-    if address is not None:
-        p.settings.address = address
-    if max_concurrent is not None:
-        p.settings.max_concurrent = max_concurrent
-    check_can_start(p.settings, p.study)
-    errors.resume_with(command("resume", p.name, p.storage))
-    return _then(p, 0 if finished else _session(p, out), out)
+    return finished
 
 
 def _then(p: Plan, code: int, out) -> int:
@@ -229,7 +249,9 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     scheduler = make_scheduler(p.study.scheduler, epochs)
     scheduler.set_search_properties(p.study.metric, p.study.mode)
     overrides = trial_overrides(s, p.task)
-    saved = ledger.newest_checkpoints(exp)
+    saved, damaged = ledger.scan_checkpoints(exp)
+    for line in damage_lines(damaged, ranking.records_from(study, saved, p.study.metric)):
+        print(f"warning: {line}", file=out)
 
     def rebuild(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return finish_ask(study, trial, p.study.space, overrides, s.seed, p.study.grid, p.study.sampler)
@@ -290,7 +312,7 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
               file=out)
         state = "finished"
     ledger.remove_leftovers(exp, saved)
-    records = ranking.records_from(study, saved)
+    records = ranking.records_from(study, saved, p.study.metric)
     _print_ranking(p, records, wall, out)
     driver["state"] = state
     if state == "interrupted":

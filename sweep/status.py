@@ -8,14 +8,20 @@ from collections import Counter
 from typing import Any
 
 from sweep import confirm, ledger, ranking
+from sweep.check import damage_lines
 from sweep.storage import command, join
 
 
 def status(name: str, storage: str, out: Any = sys.stdout) -> int:
     exp, saved_plan, study = ledger.load_sweep(name, storage)
     driver = ledger.read_driver(exp)
-    records = ranking.records_from(study, ledger.newest_checkpoints(exp))
+    saved, damaged = ledger.scan_checkpoints(exp)
+    records = ranking.records_from(study, saved, saved_plan["metric"])
     print(format_status(name, saved_plan, driver, records, storage), file=out)
+    found = damage_lines(damaged, records)
+    if found:
+        print("\ndamaged or missing (scores from study.db where it has them; `sweep check` says more):", file=out)
+        print("\n".join(f"  {line}" for line in found), file=out)
     loaded = confirm.load_answer(exp)
     if loaded is not None:
         plan, answer = loaded

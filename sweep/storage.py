@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import urllib.parse
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -22,9 +23,24 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+# URI query keys that carry a secret (pyarrow's S3 and GCS options): such a URI would be written into sweep.json and
+# printed in every command the CLI suggests.
+_SECRET_KEYS = ("access_key", "secret_key", "session_token", "access_token", "password", "credential")
+
+
 def resolve_storage(storage: str) -> str:
-    """An absolute local path (Ray needs one) or the URI unchanged."""
-    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
+    """An absolute local path (Ray needs one) or the URI unchanged; a URI that carries a credential is refused."""
+    if not is_uri(storage):
+        return str(Path(storage).expanduser().resolve())
+    parts = urllib.parse.urlsplit(storage)
+    keys = [k for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if any(word in k.lower() for word in _SECRET_KEYS)]
+    if keys or parts.password:
+        what = f"`{keys[0]}=`" if keys else "a password"
+        raise UserError(f"the storage URI carries a credential ({what}), which would be written into the sweep and "
+                        "printed in its commands; give it through the environment (AWS_ACCESS_KEY_ID, "
+                        "AWS_SECRET_ACCESS_KEY) or ~/.aws instead")
+    return storage
 
 
 def command(verb: str, name: str, storage: str) -> str:
@@ -80,3 +96,13 @@ def read_text(path: str) -> str | None:
         return None
     with fs.open_input_stream(base) as f:
         return f.read().decode()
+
+
+def list_names(path: str) -> list[str]:
+    """The names directly under a local directory or an object-store prefix ([] when there is nothing there)."""
+    if not is_uri(path):
+        p = Path(path)
+        return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
+    fs, base = pafs.FileSystem.from_uri(path)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+    return sorted(info.base_name for info in infos)

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from trainables.accel import PRECISIONS
-from trainables.errors import UserError
+from trainables.errors import UserError, quoted
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
 SEED_MAX = 2**32 - 1
@@ -86,7 +86,7 @@ class TaskConfig:
         values = {k: v for k, v in config.items() if k in general}
         for key in cls.PATHS:
             if values.get(key) is not None and not isinstance(values[key], str):
-                raise UserError(f"`{key}` is {values[key]!r} but must be a path (a string), or null (not set)")
+                raise UserError(f"`{key}` is {quoted(values[key])} but must be a path (a string), or null (not set)")
         checked = {k: cls.SETTINGS[k].check(k, x) if k in cls.SETTINGS else x for k, x in values.items()}
         return cls(**checked, knobs=MappingProxyType(knobs))
 

@@ -1,6 +1,31 @@
-"""The one class of error that is the user's to fix."""
+"""The one class of error that is the user's to fix, and how its messages quote what the user gave."""
 
 from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = 60
+LIMIT = 80  # characters of a quoted value, at most
+
+
+def quoted(value: Any) -> str:
+    """A value as a message shows it: its repr, cut to about 80 characters, computed without building the whole
+    repr, so that a nest of shared references (YAML's "billion laughs") costs no more than a small value.
+
+    A long number or string keeps its ends and says how long it is (``12345678901234567890...12345678 (400
+    characters)``); a container shows its first items and depth (``[[1, 2, 3, 4, ...], ...]``).
+    """
+    if isinstance(value, (str, bytes, int, float)) and not isinstance(value, bool):
+        try:
+            text = repr(value)
+        except ValueError:  # an integer past Python's 4300-digit conversion limit
+            return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+        return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+    text = _REPR.repr(value)
+    return text if len(text) <= LIMIT else f"{text[: LIMIT - 3]}..."
 
 
 class UserError(ValueError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trainables.errors import UserError
+from trainables.errors import UserError, quoted
 
 INT_MAX = 2**63 - 1  # the largest integer torch and numpy hold (int64)
 
@@ -53,27 +53,27 @@ class Knob:
         if self.choices is not None:
             # the type first: 1 is not True, and a numpy array's `==` has no truth value
             if not any(type(value) is type(c) and value == c for c in self.choices):
-                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+                raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}")
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
-            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+            raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}")
         if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # an int is always finite
-            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule(finite=True)}")
+            raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule(finite=True)}")
         if self.integer:
             if int(value) != value:
-                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+                raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}")
             value = int(value)
             if self.high is None and value > INT_MAX:  # torch and numpy take int64; beyond it is a typo anyway
-                raise UserError(f"`{name}` is {_shown(value)} but must be at most 2**63 - 1 ({self.rule()})")
+                raise UserError(f"`{name}` is {quoted(value)} but must be at most 2**63 - 1 ({self.rule()})")
         else:
             try:
                 value = float(value)
             except OverflowError:  # an integer beyond float's range
-                raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}") from None
+                raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}") from None
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+            raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}")
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            raise UserError(f"`{name}` is {_shown(value)} but must be {self.rule()}")
+            raise UserError(f"`{name}` is {quoted(value)} but must be {self.rule()}")
         return value
 
     def rule(self, finite: bool = False) -> str:
@@ -90,12 +90,6 @@ class Knob:
             kind = article + ("integer" if self.integer else "number")
             rule = kind + (" " + " and ".join(bounds) if bounds else "")
         return rule + (", or null (not set)" if self.optional else "")
-
-
-def _shown(value: Any) -> str:
-    """A value as the message shows it: its repr, cut short (an integer of 400 digits is not read, only seen)."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
 def _number(x: float) -> str:
@@ -350,4 +344,5 @@ def get_strategy(name: str, registry: Mapping[str, Strategy] = TWO_VIEW_STRATEGI
     try:
         return registry[name]
     except (KeyError, TypeError):
-        raise UserError(f"unknown strategy {name!r} for task {task!r}; choose one of: {', '.join(registry)}") from None
+        raise UserError(f"unknown strategy {quoted(name)} for task {task!r}; choose one of: {', '.join(registry)}") \
+            from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trainables.errors import UserError
+from trainables.errors import UserError, quoted
 from trainables.task import Task
 from trainables.tasks import audio_text, audio_visual, image, signal, temporal
 
@@ -21,7 +21,7 @@ DEFAULT_TASK = "image"  # a config without `task` is the image task's
 def get_task(name: Any) -> Task:
     """The registered task ``name``, or UserError listing the tasks."""
     if not isinstance(name, str) or name not in TASKS:  # a list or a mapping is not hashable
-        raise UserError(f"`task` is {name!r} but must be one of {', '.join(TASKS)}")
+        raise UserError(f"`task` is {quoted(name)} but must be one of {', '.join(TASKS)}")
     return TASKS[name]
 
 
