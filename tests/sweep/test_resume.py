@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search_spaces import SPACES
-from sweep import ledger
+from sweep import claim, ledger
 from sweep.study import SweepSearcher
 
 SWEEP = str(Path(sys.executable).with_name("sweep"))
@@ -277,6 +277,8 @@ def test_driver_sigkill_then_resume(kill_at, tmp_path, ray_session):
             assert len(before) == N and before[N - 1] == TrialState.RUNNING
         driver = json.loads((exp / ledger.DRIVER_FILE).read_text())
         assert driver["state"] == "running" and len(driver["sessions"]) == 1  # SIGKILL: nothing got to say so
+        left = claim.read_claim(str(exp))  # the dead driver's claim is still there, and known to be stale
+        assert left["pid"] == proc.pid and claim.is_stale(str(exp), left)
         status = _sweep("status", name, "--storage", str(storage), timeout=120)
         assert status.returncode == 0 and "interrupted" in status.stdout.splitlines()[0], status.stdout
         assert f"sweep resume {name}" in status.stdout
@@ -295,6 +297,7 @@ def test_driver_sigkill_then_resume(kill_at, tmp_path, ray_session):
                     assert how[n] in ("kept", "ended") and before[n] != TrialState.PRUNED, (n, how, before)
         driver = json.loads((exp / ledger.DRIVER_FILE).read_text())
         assert driver["state"] == "finished" and len(driver["sessions"]) == 2, driver
+        assert claim.read_claim(str(exp)) is None  # resume took the claim over, and let it go when it ended
         if kill_at == "mid_trial":  # the CLI's view of a finished sweep (seconds each: checked in two tests)
             _check_finished_for_good(name, storage)
     finally:
