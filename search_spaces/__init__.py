@@ -13,10 +13,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from search_spaces import audio_text_negatives, av_sampling, digits, mnist1d, stl10_hcl, temporal_context
-from search_spaces._study import SCHEDULERS, Study, describe_space
-from trainables.errors import UserError
+from search_spaces._study import SCHEDULERS, Study, branches, describe_space, show_distribution
+from trainables.errors import UserError, did_you_mean
 
 SPACES: Mapping[str, Study] = {
     s.name: s
@@ -30,7 +31,7 @@ SPACES: Mapping[str, Study] = {
     )
 }
 
-__all__ = ["SCHEDULERS", "SPACES", "Study", "describe_space", "load_study"]
+__all__ = ["SCHEDULERS", "SPACES", "Study", "describe_space", "describe_study", "load_study"]
 
 
 def load_study(spec: str) -> Study:
@@ -43,7 +44,7 @@ def load_study(spec: str) -> Study:
         return SPACES[spec]
     if ":" not in spec:
         raise UserError(
-            f"unknown search space {spec!r}; choose one of: {', '.join(SPACES)} "
+            f"unknown search space {spec!r}{did_you_mean(spec, SPACES)}; choose one of: {', '.join(SPACES)} "
             "(or give your own as path/to/file.py:function)"
         )
     path_str, _, func_name = spec.rpartition(":")
@@ -80,3 +81,41 @@ def load_study(spec: str) -> Study:
     if not callable(found):
         raise UserError(f"{path} has no function or Study {func_name!r}; give path/to/file.py:function")
     return Study(name=name, description=f"user space {spec}", space=found)
+
+
+def describe_study(spec: str) -> dict[str, Any]:
+    """What `sweep spaces NAME` prints: the study's strategies with what it searches under each (ranges, scale,
+    choices), its fixed settings, its default trials, budget, scheduler, rungs and metric. Nothing runs."""
+    from sweep.ranking import asha_rungs
+    from trainables.tasks import DEFAULT_TASK, get_task, parse_config
+
+    study = load_study(spec)
+    strategies, fixed = describe_space(study.space)
+    task = get_task(fixed.get("task", DEFAULT_TASK))
+    config = parse_config({**fixed, "strategy": strategies[0]})
+    searched = branches(study.space)
+    metric, mode = study.metric or task.metric, study.mode or task.mode
+    rungs = asha_rungs(config.epochs) if study.scheduler in ("asha", "pooled_asha") else []
+    out = {
+        "name": study.name, "description": study.description, "task": task.name, "metric": metric, "mode": mode,
+        "num_samples": study.num_samples, "epochs": config.epochs, "scheduler": study.scheduler, "rungs": rungs,
+        "sampler": "grid" if study.grid else study.sampler, "fixed": fixed,
+        "strategies": {s: {k: show_distribution(d) for k, d in searched[s].items()} for s in strategies},
+        "preset_knobs": {s: {k: v for k, v in task.strategies[s].defaults.items() if k not in searched[s]}
+                         for s in strategies if s in task.strategies},
+    }
+    lines = [
+        f"{study.name}: {study.description}",
+        f"task {task.name}; ranked by validation {metric} ({mode}); {study.num_samples} trials by default, "
+        f"{config.epochs} epochs each at most; scheduler {study.scheduler}"
+        + (f" (rungs at epochs {', '.join(map(str, rungs))})" if rungs else "") + f"; sampler {out['sampler']}",
+        "fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()),
+        "searched under each strategy:",
+    ]
+    width = max(len(s) for s in strategies)
+    for s in strategies:
+        knobs = "; ".join(f"{k} {v}" for k, v in out["strategies"][s].items()) or "nothing"
+        preset = ", ".join(f"{k}={v}" for k, v in out["preset_knobs"].get(s, {}).items())
+        lines.append(f"  {s:<{width}}  {knobs}" + (f" (fixed by the preset: {preset})" if preset else ""))
+    out["text"] = "\n".join(lines)
+    return out

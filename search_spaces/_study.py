@@ -97,3 +97,24 @@ def suggest_knobs(
             trial.suggest_int(knob, *args)
         else:
             trial.suggest_categorical(knob, args[0])
+
+
+def branches(space: SpaceFn) -> dict[str, dict[str, optuna.distributions.BaseDistribution]]:
+    """Per strategy, what the space searches under it: each parameter's distribution (ranges, log scale, choices)."""
+    strategies, _ = describe_space(space)
+    out = {}
+    for strategy in strategies:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.enqueue_trial({"strategy": strategy})
+        trial = study.ask()
+        space(trial)
+        out[strategy] = {k: v for k, v in trial.distributions.items() if k != "strategy"}
+    return out
+
+
+def show_distribution(dist: optuna.distributions.BaseDistribution) -> str:
+    """``0.0003 .. 0.01, log`` / ``one of band, nearest`` / ``1 .. 8``."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return "one of " + ", ".join(map(str, dist.choices))
+    low, high = getattr(dist, "low", "?"), getattr(dist, "high", "?")
+    return f"{low:g} .. {high:g}" + (", log" if getattr(dist, "log", False) else "")

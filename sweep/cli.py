@@ -1,4 +1,4 @@
-"""Sweeps over positive/negative sampling strategies for contrastive self-supervised learning.
+"""The `sweep` command line: a thin layer over the Python API (:mod:`sweep.api`) and the drivers.
 
 One small class per subcommand, registered in COMMANDS (Optuna's CLI pattern). Bad input is answered with one line
 naming the problem and the fix, and exit status 2; a storage failure likewise; a bug with one line saying where its
@@ -29,6 +29,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse's own errors (a missing value, `--num-samples abc`) in the same form: one line, not the usage."""
 
     def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a misspelt command or choice: say which was meant
+            from trainables.errors import did_you_mean
+
+            choices = re.findall(r"'([^']*)'", wrong.group(2)) or [c.strip() for c in wrong.group(2).split(",")]
+            message += did_you_mean(wrong.group(1), choices)
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
@@ -60,6 +66,7 @@ _CPUS = _number(float, 0, 1024, above=True)
 _GPUS = _number(float, 0, 1024)
 _RETRIES = _number(int, 0, 1000)
 _SEEDS = _number(int, 2, 1000)
+_INTERVAL = _number(float, 0.2, 86400)
 _ALPHA = _number(float, 0, 0.5, above=True)
 
 
@@ -165,6 +172,18 @@ class Run:
                        "on fresh seeds (as `sweep confirm`), then write the report: the whole answer in one command, "
                        "resumable with `sweep resume NAME`")
         _add_race_arguments(p, "--race-time-budget")
+        p.add_argument("--tracker", choices=("mlflow", "wandb"), help="also log every trial to MLflow "
+                       "($MLFLOW_TRACKING_URI, else <sweep>/mlflow.db) or W&B (offline without WANDB_API_KEY)")
+        p.add_argument("--dry-run", action="store_true", help="print the plan (trials per strategy, rungs, resources, "
+                       "trial-epochs at most) and exit: nothing is written, Ray is not started")
+        _add_json(p, "the final ranking (and the race's answer) as one JSON document; progress goes to stderr")
+
+    example = """examples:
+  sweep run                                         # every strategy on MNIST-1D (30 trials of 8 epochs)
+  sweep run --confirm                               # the sweep, then the race and the report (as `make run`)
+  sweep run --space digits --strategies hard,debiased --num-samples 12 --name mine
+  sweep run --dry-run                               # what it would run, without running it
+"""
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -212,8 +231,15 @@ class Run:
             strategies=strategies,
             overrides=parse_sets(args.set),
             confirm=confirm,
+            tracker=args.tracker,
         )
-        return run(settings)
+        if args.dry_run:
+            from sweep.plan import describe_plan, plan
+
+            text = describe_plan(plan(settings))
+            print(json.dumps(text, indent=2) if args.json else text["text"])
+            return 0
+        return _then_json(args, lambda out: run(settings, out=out), settings)
 
 
 def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -230,6 +256,12 @@ class Resume:
         _add_sweep_arguments(p)
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
         p.add_argument("--max-concurrent", type=_COUNT, help="trials at once (default: the sweep's own)")
+        _add_json(p, "the final ranking (and the race's answer) as one JSON document; progress goes to stderr")
+
+    example = """examples:
+  sweep resume mnist1d-20261207-183550              # after a kill, a Ctrl-C or a full disk
+  sweep resume big --storage s3://bucket/sweeps --address auto
+"""
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -239,7 +271,8 @@ class Resume:
         _local_ray_binds_loopback(address)
         from sweep.runner import resume
 
-        return resume(args.name, args.storage, address=address, max_concurrent=args.max_concurrent)
+        return _then_json(args, lambda out: resume(args.name, args.storage, address=address,
+                                                   max_concurrent=args.max_concurrent, out=out))
 
 
 class Status:
@@ -248,11 +281,27 @@ class Status:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_sweep_arguments(p)
+        _add_json(p, "the same as one JSON document")
+        p.add_argument("--watch", nargs="?", type=_INTERVAL, const=5.0, metavar="SECONDS",
+                       help="show it again every SECONDS (default 5) until the sweep ends or Ctrl-C")
+
+    example = """examples:
+  sweep status mnist1d-20261207-183550
+  sweep status big --storage s3://bucket/sweeps --watch 30    # a sweep running on a cluster
+  sweep status mine --json | jq .ranking
+"""
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from sweep.status import status
+        from sweep.status import status, watch
 
+        if args.watch:
+            return watch(args.name, args.storage, args.watch, as_json=args.json)
+        if args.json:
+            import sweep
+
+            print(json.dumps(sweep.load(args.name, args.storage).status(), indent=2, default=str))
+            return 0
         return status(args.name, args.storage)
 
 
@@ -295,6 +344,12 @@ class Confirm:
         _add_race_arguments(p, "--time-budget")
         p.add_argument("--address", help="Ray cluster address (default: the sweep's own, else $RAY_ADDRESS)")
         p.add_argument("--max-concurrent", type=_COUNT, help="runs at once (default: the sweep's own)")
+        _add_json(p, "the race's answer as one JSON document; progress goes to stderr")
+
+    example = """examples:
+  sweep confirm mnist1d-20261207-183550             # race the finalists: at most 10 rounds, alpha 0.05
+  sweep confirm mine --max-seeds 20 --time-budget 2h
+"""
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -304,14 +359,15 @@ class Confirm:
         _local_ray_binds_loopback(address)
         from sweep.confirm import confirm
 
-        return confirm(
+        return _then_json(args, lambda out: confirm(
             args.name,
             args.storage,
             rules=race_rules(args),
             time_budget_s=race_budget(args, "--time-budget"),
             address=address,
             max_concurrent=args.max_concurrent,
-        )
+            out=out,
+        ))
 
 
 def _add_race_arguments(p: argparse.ArgumentParser, budget_flag: str) -> None:
@@ -364,20 +420,104 @@ class Train:
 
 
 class Spaces:
-    help = "list the registered search spaces"
+    help = "the registered studies, or what one of them sweeps (strategies, knobs and ranges, settings, budget)"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        pass
+        p.add_argument("name", nargs="?", help="a study to describe (default: list them all)")
+        _add_json(p, "the same as JSON")
+
+    example = """examples:
+  sweep spaces
+  sweep spaces mnist1d
+  sweep spaces path/to/my_space.py:space --json
+"""
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from search_spaces import SPACES
+        from search_spaces import SPACES, describe_study
 
-        width = max(len(n) for n in SPACES)
-        for name, study in SPACES.items():
-            print(f"{name:<{width}}  {study.description}")
+        if args.name is None:
+            if args.json:
+                print(json.dumps({n: s.description for n, s in SPACES.items()}, indent=2))
+            else:
+                width = max(len(n) for n in SPACES)
+                for name, study in SPACES.items():
+                    print(f"{name:<{width}}  {study.description}")
+            return 0
+        about = describe_study(args.name)
+        print(json.dumps(about, indent=2, default=str) if args.json else about["text"])
         return 0
+
+
+class List:
+    help = "the sweeps under --storage: name, space, state, trials, best strategy and score, when, confirmed"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", default="./sweeps", help="where the sweeps live (default ./sweeps; s3://... too)")
+        _add_json(p, "one JSON object per sweep")
+
+    example = """examples:
+  sweep list
+  sweep list --storage s3://bucket/sweeps --json
+"""
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import sweep
+
+        frame = sweep.list_sweeps(args.storage)
+        if args.json:
+            print(json.dumps(frame.astype(object).where(frame.notna(), None).to_dict("records"), indent=2,
+                             default=str))
+        elif frame.empty:
+            print(f"no sweep in {args.storage}")
+        else:
+            print(_table(frame))
+        return 0
+
+
+class Delete:
+    help = "delete a sweep and everything in it (asks first unless --yes; never a running one)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        _add_sweep_arguments(p)
+        p.add_argument("--yes", action="store_true", help="do not ask")
+
+    example = """examples:
+  sweep delete old-sweep
+  sweep delete old-sweep --storage s3://bucket/sweeps --yes
+"""
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from sweep.runner import delete
+
+        return delete(args.name, args.storage, yes=args.yes)
+
+
+def _add_json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=what)
+
+
+def _then_json(args: argparse.Namespace, work: Callable[[Any], int], settings: Any = None) -> int:
+    """Run ``work(out)``; with --json, its progress goes to stderr and stdout gets the sweep's status as JSON."""
+    if not getattr(args, "json", False):
+        return work(sys.stdout)
+    code = work(sys.stderr)
+    import sweep
+
+    name = settings.name if settings is not None else args.name
+    if name is not None:
+        print(json.dumps(sweep.load(name, args.storage).status(), indent=2, default=str))
+    return code
+
+
+def _table(frame: Any) -> str:
+    """A DataFrame as a plain text table (no index), for the terminal."""
+    return frame.to_string(index=False, na_rep="")
 
 
 COMMANDS: dict[str, Any] = {
@@ -389,6 +529,8 @@ COMMANDS: dict[str, Any] = {
     "confirm": Confirm,
     "train": Train,
     "spaces": Spaces,
+    "list": List,
+    "delete": Delete,
 }
 
 
@@ -408,11 +550,29 @@ def load_config_file(path: str) -> dict[str, Any]:
     return data
 
 
+DESCRIPTION = """Which positive/negative sampling strategy really works for your contrastive model? `sweep run`
+tunes every strategy fairly (Optuna's TPE, successive halving within each strategy, on Ray Tune), `sweep confirm`
+races each strategy's best configuration on fresh, paired seeds, and `sweep report` writes the answer down."""
+
+EXAMPLES = """examples:
+  sweep run --confirm            # the default study, its race and its report: the whole answer
+  sweep status NAME              # while it runs, or after a kill
+  sweep resume NAME              # continue whatever was interrupted
+  sweep COMMAND --help           # each command's options, defaults and examples
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sweep", description=__doc__.splitlines()[0])
+    from sweep import __version__
+
+    parser = _Parser(prog="sweep", description=DESCRIPTION, epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help,
+                                             epilog=getattr(command, "example", None),
+                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

@@ -306,9 +306,10 @@ def _drive(p: Any, plan: RacePlan, session: int, driver: dict[str, Any], out: An
         f"most {plan.rules.max_seeds}, {len(state.alive)} strategies in the race, results in {cdir}",
         file=out,
     )
+    progress = Progress(total, plan.epochs, plan.metric, done=len(outcomes), out=out, seeds=True, mode=plan.mode,
+                        title="race: ")
     searcher = RaceSearcher(plan, outcomes, {n: s.path for n, s in saved.items()}, session, out_of_time, record,
-                            log=lambda msg: print(msg, file=out, flush=True))
-    progress = Progress(total, plan.epochs, plan.metric, done=len(outcomes), out=out, seeds=True)
+                            log=progress.log)
     interrupt = Interrupt()
     fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), total - len(outcomes), [progress],
         interrupt, out=out, task=p.task)

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import urllib.parse
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,11 +102,16 @@ def has_study(exp: str) -> bool:
     return ObjectJournal(join(exp, JOURNAL_DIR)).exists() if is_uri(exp) else os.path.isfile(join(exp, STUDY_FILE))
 
 
-def create_study(exp: str, name: str, mode: str) -> optuna.Study:
+def create_study(exp: str, name: str, mode: str, metric: str | None = None) -> optuna.Study:
     if not is_uri(exp):
         os.makedirs(exp, exist_ok=True)
     direction = "maximize" if mode == "max" else "minimize"
-    return optuna.create_study(storage=study_storage(exp, writer=True), study_name=name, direction=direction)
+    study = optuna.create_study(storage=study_storage(exp, writer=True), study_name=name, direction=direction)
+    if metric is not None:  # optuna-dashboard then labels the objective by its name, not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
+    return study
 
 
 def open_study(exp: str, writer: bool = False) -> optuna.Study | None:
@@ -120,7 +126,9 @@ def open_study(exp: str, writer: bool = False) -> optuna.Study | None:
     if problem:
         raise UserError(f"{where} is damaged ({problem}); {fix}")
     try:
-        return optuna.load_study(storage=study_storage(exp, writer), study_name=None)
+        storage = study_storage(exp, writer)
+        studies = storage.get_all_studies()  # named, so Optuna does not log that the name was guessed
+        return optuna.load_study(storage=storage, study_name=studies[0].study_name if len(studies) == 1 else None)
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, ValueError, KeyError) as exc:
         cause = str(getattr(exc, "orig", None) or exc.__cause__ or exc).splitlines()[0][:120]
         raise UserError(f"{where} is damaged (it cannot be read: {cause}); {fix}") from None

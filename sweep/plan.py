@@ -23,7 +23,7 @@ from search_spaces import SCHEDULERS, Study, describe_space, load_study
 from sweep import ledger
 from sweep.ranking import asha_rungs
 from sweep.storage import join, resolve_storage
-from trainables.errors import UserError
+from trainables.errors import UserError, did_you_mean
 from trainables.tasks import DEFAULT_TASK, get_task, parse_config
 
 ADDRESS_TIMEOUT_S = 10.0
@@ -53,6 +53,7 @@ class SweepSettings:
     # `--confirm`: race the finalists when the sweep is done, then write the report (sweep.race.Rules' fields, and
     # the race's own time budget as time_budget_s); None: the sweep alone
     confirm: dict[str, Any] | None = None
+    tracker: str | None = None  # `--tracker mlflow|wandb` (sweep.trackers)
 
 
 def trial_overrides(s: SweepSettings, task: str = DEFAULT_TASK) -> dict[str, Any]:
@@ -192,6 +193,7 @@ class Plan:
                 "scheduler": self.study.scheduler,
                 "sampler": "grid" if self.study.grid is not None else self.study.sampler,
                 "task": self.task,
+                "meta": run_meta(),
             },
             indent=2,
         )
@@ -206,7 +208,8 @@ def plan(s: SweepSettings) -> Plan:
         unknown = [x for x in s.strategies if x not in strategies]
         if unknown:
             raise UserError(
-                f"strategy {unknown[0]!r} is not in space {study.name!r}; choose from {', '.join(strategies)}"
+                f"strategy {unknown[0]!r} is not in space {study.name!r}{did_you_mean(unknown[0], strategies)}; "
+                f"choose from {', '.join(strategies)}"
             )
         strategies = tuple(dict.fromkeys(s.strategies))
     pinned = s.overrides.get("strategy")
@@ -374,6 +377,9 @@ def check_can_start(s: SweepSettings, study: Study) -> None:
     check_address(s.address)
     check_local_ray(s)
     check_resources(s, study)
+    from sweep.trackers import check_tracker
+
+    check_tracker(s.tracker)
 
 
 def load_plan(name: str, storage: str) -> tuple[Plan, optuna.Study]:
@@ -413,3 +419,90 @@ def budget_warnings(kind: str, epochs: int, trials_per_strategy: Mapping[str, in
                 "budget; use the default scheduler (asha: one rung system per strategy) or more trials"
             )
     return lines
+
+
+def describe_plan(p: Plan) -> dict[str, Any]:
+    """What `sweep run --dry-run` prints: the plan, and what it costs at most, before anything runs.
+
+    Returns plain values and, under ``text``, the same for a terminal.
+    """
+    n, k, epochs = p.num_samples, len(p.strategies), p.epochs
+    shares = {s: n // k + (i < n % k) for i, s in enumerate(p.strategies)} if p.study.grid is None else None
+    rungs = asha_rungs(epochs) if p.study.scheduler in ("asha", "pooled_asha") else []
+    cpus = cpus_per_trial(p.settings, p.study)
+    gpus = p.settings.gpus_per_trial if p.settings.gpus_per_trial is not None else p.study.gpus_per_trial
+    slots = p.settings.max_concurrent or (None if p.settings.address else max(1, int(local_cpus() // cpus)))
+    out: dict[str, Any] = {
+        "name": p.name, "storage": p.storage, "space": p.study.name, "task": p.task, "metric": p.study.metric,
+        "mode": p.study.mode, "strategies": shares or list(p.strategies), "num_samples": n, "epochs": epochs,
+        "scheduler": p.study.scheduler, "rungs": rungs, "sampler": "grid" if p.study.grid else p.study.sampler,
+        "cpus_per_trial": cpus, "gpus_per_trial": gpus, "trials_at_once": slots,
+        "trial_epochs_at_most": n * epochs, "warnings": p.warnings(),
+    }
+    where = (f"rungs at epochs {', '.join(map(str, rungs))} "
+             + ("within each strategy" if p.study.scheduler == "asha" else "over all trials")) if rungs else \
+        "every trial to the full budget"
+    lines = [
+        f"sweep {p.name} in {p.storage} (nothing is written by --dry-run)",
+        f"space {p.study.name} (task {p.task}), ranked by validation {p.study.metric} ({p.study.mode})",
+        f"{n} trials of at most {epochs} epochs, {p.study.scheduler} ({where}), sampler {out['sampler']}",
+        "trials per strategy: " + (", ".join(f"{s} {c}" for s, c in shares.items()) if shares else "the grid's"),
+        f"per trial: {cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "")
+        + (f"; {slots} at a time on this machine" if slots else "; as many at a time as the cluster holds"),
+        f"compute: at most {n * epochs} trial-epochs (every trial to the full budget; ASHA stops some early)",
+    ]
+    if p.settings.confirm:
+        race = p.settings.confirm
+        low, high = k * race["min_seeds"] * epochs, k * race["max_seeds"] * epochs
+        out["race"] = {**race, "trial_epochs_at_least": low, "trial_epochs_at_most": high}
+        lines.append(f"then the race: {k} finalists, {race['min_seeds']} to {race['max_seeds']} rounds of "
+                     f"{epochs} epochs, {low} to {high} trial-epochs; then the report")
+    lines += out["warnings"]
+    out["text"] = "\n".join(lines)
+    return out
+
+
+def run_meta() -> dict[str, Any]:
+    """What the report's "how this sweep ran" says: the command, this project's version and commit, the versions of
+    the libraries that decide a result, the machine, when. Recorded once, when the sweep is created."""
+    import platform
+    import shlex
+    import subprocess
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "ray", "optuna", "numpy", "scipy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = ""
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit = head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a checkout, or no git: the version says enough
+    import torch
+
+    gpus = torch.cuda.device_count()
+    argv = sys.argv[1:] if os.path.basename(sys.argv[0]) == "sweep" else ["(Python API)"]
+    return {
+        "command": shlex.join(["sweep", *argv]),
+        "version": versions.get("contrastive-sweeps") or _project_version(),
+        "commit": commit,
+        "versions": versions,
+        "machine": f"{socket.gethostname()}, {platform.machine()}, {os.cpu_count()} CPUs"
+                   + (f", {gpus} GPU ({torch.cuda.get_device_name(0)})" if gpus else ", no GPU"),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _project_version() -> str:
+    from sweep import __version__
+
+    return __version__

@@ -35,6 +35,9 @@ from trainables.tasks import TASKS
 DPI = 100
 WIDTH = 10.0  # inches: wide enough for four small panels, narrow enough for a report column
 MIN_IMPORTANCE_TRIALS = 4
+# Below this many scored trials per strategy, fANOVA cannot tell a strategy's effect from its own tuning's (with one
+# trial each, "strategy" explains whatever the nuisance parameters did): the importance is left out, and says why.
+MIN_TRIALS_PER_STRATEGY = 5
 MAX_KNOB_PANELS = 12  # past this, lr and temperature leave the knobs figure (they are in the importance one)
 NUISANCE = ("lr", "temperature")  # tuned under every strategy, on a log scale
 INACTIVE = "(inactive)"
@@ -58,6 +61,7 @@ class Importance:
     trials: int
     importances: dict[str, float]  # parameter -> share of the explained variance, summing to 1, largest first
     conditional: tuple[str, ...] = ()  # parameters some trials lack, imputed with a sentinel value or "(inactive)"
+    omitted: str = ""  # why it was not computed (then ``importances`` is empty)
 
 
 @dataclass(frozen=True)
@@ -132,10 +136,9 @@ def _scores(sweep: _Sweep) -> ReportFigure | None:
             ax.scatter(
                 score, y + dy, s=40, facecolors=colour if full else "none", edgecolors=colour, linewidths=1.4, zorder=3
             )
-            if best[strategy] is rec:
-                ax.scatter(
-                    score, y + dy, marker="*", s=220, facecolors=colour, edgecolors="black", linewidths=0.8, zorder=4
-                )
+            if best[strategy] is rec:  # drawn like the dots: filled only at the full budget
+                ax.scatter(score, y + dy, marker="*", s=220, facecolors=colour if full else "white",
+                           edgecolors="black" if full else colour, linewidths=1.2, zorder=4)
         labels.append(_row_label(strategy, recs, sweep.metric))
     ax.set_yticks(range(n), labels[::-1])
     ax.set_ylim(-0.6, n - 0.4)
@@ -145,13 +148,14 @@ def _scores(sweep: _Sweep) -> ReportFigure | None:
         Line2D([], [], ls="", marker="o", color="0.3", label=f"full budget ({sweep.epochs} epochs)"),
         Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="stopped early or unfinished"),
         Line2D([], [], ls="", marker="*", ms=12, color="0.3", mec="black", label="the ranking's pick"),
+        Line2D([], [], ls="", marker="*", ms=12, mfc="white", mec="0.3", label="its pick, below full budget"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
     caption = (
         f"Each dot is one trial's last reported {sweep.metric}, one row per strategy, best-ranked on top; hollow dots "
         f"stopped before {sweep.epochs} epochs, so their scores are at a smaller budget and not comparable with "
-        "filled ones. The star is the trial the ranking picks (full budget first); failed trials without a score "
-        "are only counted in the row label."
+        "filled ones. The star is the trial the ranking picks (full budget first), hollow when even the pick did not "
+        "reach the full budget; failed trials without a score are only counted in the row label."
     )
     return ReportFigure("scores", "Score per strategy", caption, _png(fig))
 
@@ -362,6 +366,12 @@ def param_importance(records: Iterable[TrialRecord], metric: str, mode: str, *, 
     targets = [values[epoch] for values in by_epoch]
     if max(targets) == min(targets):
         return None
+    strategies = {_strategy(r) for r in scored}
+    if len(strategies) > 1 and len(scored) < MIN_TRIALS_PER_STRATEGY * len(strategies):
+        return Importance(epoch, len(scored), {}, omitted=(
+            f"not computed: {len(scored)} scored trials over {len(strategies)} strategies "
+            f"({len(scored) / len(strategies):.1f} each); with fewer than {MIN_TRIALS_PER_STRATEGY} per strategy, "
+            "fANOVA cannot tell a strategy's effect from its own tuning's"))
     columns = {"strategy": [_strategy(r) for r in scored]}
     columns.update({name: [r.config.get(name) for r in scored] for name in (*NUISANCE, *KNOBS)})
     encoded = {name: enc for name, values in columns.items() if (enc := _encode(name, values)) is not None}
@@ -424,7 +434,7 @@ def _encode(name: str, values: list[Any]) -> tuple[Any, list[Any]] | None:
 
 def _importance(sweep: _Sweep) -> ReportFigure | None:
     result = param_importance(sweep.records, sweep.metric, sweep.mode)
-    if result is None:
+    if result is None or result.omitted:
         return None
     names = list(result.importances)
     fig = _figure(WIDTH * 0.8, max(2.4, 0.42 * len(names) + 1.3))
@@ -683,3 +693,68 @@ def levels_figure(
         "trials without the knob, and the dashed line is their best."
     )
     return ReportFigure("levels", f"Scores per level against {knob}", caption, _png(fig))
+
+
+# --- Optuna's standard plots -----------------------------------------------------------------------------------
+
+OPTUNA_PLOTS = (  # (file name, title, what it adds)
+    ("optuna_history", "Optimization history",
+     "each finished trial's final value in the order it was asked, and the best so far (COMPLETE trials only)"),
+    ("optuna_intermediate", "Intermediate values",
+     "every trial's score per epoch, pruned ones included: where ASHA stopped them"),
+    ("optuna_parallel", "Parallel coordinates",
+     "each finished trial's parameters and final value, one line per trial"),
+    ("optuna_timeline", "Timeline", "when each trial ran and how it ended"),
+)
+
+
+def optuna_figures(study: optuna.Study, metric: str) -> list[ReportFigure]:
+    """Optuna's own matplotlib plots of the study (as optuna-dashboard shows them), each where it has something to
+    show: history with two finished trials, intermediate values with pruned or intermediate data, parallel
+    coordinates with five finished trials, the timeline always. A plot Optuna cannot draw is left out."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # Optuna's plots go through pyplot: never a display
+    from matplotlib import pyplot as plt
+    from optuna.visualization import matplotlib as ov
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    draw = {
+        "optuna_history": (len(complete) >= 2, lambda: ov.plot_optimization_history(study, target_name=metric)),
+        "optuna_intermediate": (any(t.intermediate_values for t in trials),
+                                lambda: ov.plot_intermediate_values(study)),
+        "optuna_parallel": (len(complete) >= 5, lambda: ov.plot_parallel_coordinate(study, target_name=metric)),
+        "optuna_timeline": (bool(trials), lambda: ov.plot_timeline(study)),
+    }
+    out = []
+    for name, title, what in OPTUNA_PLOTS:
+        wanted, plot = draw[name]
+        if not wanted:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            try:
+                ax = plot()
+            except (ValueError, TypeError, KeyError, IndexError, RuntimeError):
+                continue
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(WIDTH, 3.6)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+        out.append(ReportFigure(name, title, f"Optuna's {title.lower()}: {what}.", buf.getvalue()))
+    return out
+
+
+def optuna_importance(study: optuna.Study, seed: int = 0) -> dict[str, float] | None:
+    """What Optuna itself (and optuna-dashboard) says of the study's parameters: fANOVA on the COMPLETE trials'
+    final values, over the parameters every one of them has; None when it cannot say (fewer than two such trials,
+    or nothing varies)."""
+    try:
+        return dict(optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)))
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return None

@@ -19,6 +19,8 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ctrl-C and SIGTERM are ours to handle (graceful stop, then a resume hint); see sweep.runner.Interrupt.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# The sweep passes its own loggers (sweep.trackers: Ray's CSV and JSON, and TensorBoard with plain tags).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def token_path() -> Path:

@@ -1,9 +1,10 @@
 """`sweep report NAME`: the sweep's results as files people and other tools read, from its files only (no Ray).
 
-Written: ``trials.parquet`` (one row per trial and epoch), ``summary.parquet`` (one row per trial),
+Written: ``epochs.parquet`` (one row per trial and epoch), ``trials.parquet`` (one row per trial),
 ``best_config.yaml`` (what ``sweep train --config`` takes), ``figures/*.png``, ``report.md`` and a self-contained
 ``report.html`` (the ranking, the confirmation race when `sweep confirm` ran, the figures embedded), ``confirm.parquet``
-(one row per confirmation run) and ``study.db`` (a consistent copy of the Optuna study, for ``optuna-dashboard``).
+(one row per run of the race) and ``study.db`` (a consistent copy of the Optuna study, for ``optuna-dashboard``).
+The Parquet tables are :mod:`sweep.tables`'s, the same the Python API returns.
 Works on a finished, running or interrupted sweep. Every file is written atomically.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import json
 import os
 import sqlite3
 import sys
@@ -22,129 +21,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
+from markdown_it import MarkdownIt
 
-from sweep import confirm, ledger, plots, ranking
+from sweep import confirm, ledger, plots, ranking, tables
 from sweep.check import damage_lines
 from sweep.storage import check_writable, is_uri, join, resolve_storage, write_atomic
 from trainables.tasks import DEFAULT_TASK, TASKS
 
 REPORT_DIR = "report"
-# The columns other tools may rely on, first in every row of trials.parquet.
-KEY_COLUMNS = ("trial_id", "epoch", "strategy", "state", "timestamp", "node_id")
-CONFIG_PREFIX = "config."
-# Where a row was computed, not what it measured: kept out of the metric columns' way, but kept.
-_WHERE = ("trial", "session", "hostname", "pid", "num_threads")
-
-
-def trial_state(record: ranking.TrialRecord, epochs: int) -> str:
-    """'finished', 'stopped by ASHA at epoch k', 'failed: <reason>', 'cut: <reason>' or 'running'."""
-    if record.status == "finished":
-        return "finished"
-    if record.status == "failed":
-        return f"failed: {record.reason or 'unknown'}"
-    if record.status == "stopped":
-        if "scheduler" in record.reason:
-            return f"stopped by ASHA at epoch {record.reached}"
-        return f"cut: {record.reason}" if record.reason else f"stopped at epoch {record.reached}"
-    return "running"
-
-
-def trial_rows(records: Sequence[ranking.TrialRecord], epochs: int) -> list[dict[str, Any]]:
-    """One row per trial and reported epoch (a trial with no epoch yet gets one row with epoch 0)."""
-    rows = []
-    for r in records:
-        common = {
-            "trial_id": r.number,
-            "strategy": r.config.get("strategy"),
-            "state": trial_state(r, epochs),
-            **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(r.config.items())},
-        }
-        for h in r.history or [{"epoch": 0}]:
-            metrics = {k: _scalar(v) for k, v in h.items() if k not in KEY_COLUMNS and k not in _WHERE}
-            rows.append(
-                {
-                    **common,
-                    "epoch": int(h.get("epoch", 0)),
-                    "timestamp": h.get("timestamp"),
-                    "node_id": h.get("node_id"),
-                    "hostname": h.get("hostname"),
-                    "session": h.get("session"),
-                    "num_threads": h.get("num_threads"),
-                    **metrics,
-                }
-            )
-    return rows
-
-
-def summary_rows(records: Sequence[ranking.TrialRecord], metric: str, epochs: int) -> list[dict[str, Any]]:
-    rows = []
-    for r in records:
-        last = r.last
-        rows.append(
-            {
-                "trial_id": r.number,
-                "strategy": r.config.get("strategy"),
-                "state": trial_state(r, epochs),
-                "epochs": r.reached,
-                "full_budget": r.reached >= epochs,
-                metric: _number(last.get(metric)),
-                "best_epoch_" + metric: _best(r.history, metric),
-                "time_train_s": sum(float(h.get("time_train_s", 0.0)) for h in r.history),
-                "time_eval_s": sum(float(h.get("time_eval_s", 0.0)) for h in r.history),
-                "nodes": ",".join(sorted({str(h["node_id"]) for h in r.history if h.get("node_id")})),
-                **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(r.config.items())},
-            }
-        )
-    return rows
 
 
 def best_config(records: Sequence[ranking.TrialRecord], metric: str, mode: str, epochs: int):
     """The best trial by its last validation score, full-budget trials first (as the ranking); None if none scored."""
     rows = ranking.rank(records, metric, mode, epochs)
     return rows[0].best if rows and rows[0].best is not None else None
-
-
-def parquet_bytes(rows: list[dict[str, Any]], first: Sequence[str]) -> bytes:
-    columns = list(first) + sorted({k for row in rows for k in row} - set(first))
-    table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=_schema(rows, columns))
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
-
-
-def _schema(rows: list[dict[str, Any]], columns: list[str]) -> pa.Schema:
-    """One type per column, from its non-null values (a knob that is a float in one trial and absent in another)."""
-    fields = []
-    for c in columns:
-        values = [row[c] for row in rows if row.get(c) is not None]
-        if all(isinstance(v, bool) for v in values) and values:
-            t = pa.bool_()
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values) and values:
-            t = pa.int64()
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and values:
-            t = pa.float64()
-        else:
-            t = pa.string()
-        fields.append(pa.field(c, t))
-    return pa.schema(fields)
-
-
-def _scalar(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return json.dumps(v)
-
-
-def _number(v: Any) -> float | None:
-    return float(v) if ranking.finite(v) else None
-
-
-def _best(history: Sequence[dict[str, Any]], metric: str) -> int | None:
-    scored = [(h[metric], h["epoch"]) for h in history if _number(h.get(metric)) is not None]
-    return max(scored)[1] if scored else None
 
 
 def copy_study(exp: str, target: str) -> None:
@@ -167,44 +58,6 @@ def copy_study(exp: str, target: str) -> None:
             write_atomic(target, f.read())
 
 
-def confirm_rows(exp: str) -> list[dict[str, Any]]:
-    """One row per run of the confirmation race: its round, strategy, the sweep trial it re-ran, seed, state and
-    every final metric."""
-    plan = confirm.load(exp)
-    if plan is None:
-        return []
-    saved = ledger.newest_checkpoints(join(exp, confirm.CONFIRM_DIR))
-    rows = []
-    for number in sorted(set(saved) | set(plan.failed)):
-        finalist, seed, config = plan.run(number)
-        ckpt = saved.get(number)
-        last = ckpt.history[-1] if ckpt and ckpt.history else {}
-        outcome = confirm.outcome_of(last, plan.metric, plan.epochs)
-        if number in plan.failed:
-            state = f"failed: {plan.failed[number]}"
-        elif outcome is not None and outcome.failed:
-            state = f"failed: {outcome.failed}"
-        else:
-            state = "finished" if outcome is not None else "unfinished"
-        metrics = {k: _scalar(v) for k, v in last.items() if k not in KEY_COLUMNS and k not in _WHERE}
-        rows.append(
-            {
-                "run": number,
-                "round": number // len(plan.finalists) + 1,
-                "strategy": finalist.strategy,
-                "sweep_trial": finalist.trial,
-                "seed": seed,
-                "state": state,
-                "epoch": int(last.get("epoch", 0)),
-                "timestamp": last.get("timestamp"),
-                "node_id": last.get("node_id"),
-                **metrics,
-                **{CONFIG_PREFIX + k: _scalar(v) for k, v in sorted(config.items())},
-            }
-        )
-    return rows
-
-
 def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.stdout) -> int:
     exp, plan, study = ledger.load_sweep(name, storage)
     metric, mode, epochs = plan["metric"], plan["mode"], plan["epochs"]
@@ -218,11 +71,10 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         write_atomic(join(target, rel), data)
         written.append(rel)
 
-    write("trials.parquet", parquet_bytes(trial_rows(records, epochs), KEY_COLUMNS))
-    write(
-        "summary.parquet",
-        parquet_bytes(summary_rows(records, metric, epochs), ("trial_id", "strategy", "state", "epochs")),
-    )
+    about = {"sweep": name, "metric": metric, "mode": mode, "epochs": epochs}
+    write("epochs.parquet", tables.parquet_bytes(tables.arrow("epochs", tables.epoch_rows(name, records), about)))
+    write("trials.parquet", tables.parquet_bytes(tables.arrow("trials", tables.trial_rows(name, records, metric,
+                                                                                          epochs), about)))
     found = damage_lines(damaged, records)
     for line in found:
         print(f"warning: {line}", file=out)
@@ -234,8 +86,8 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
     loaded = confirm.load_answer(exp)
     confirmed = loaded[1] if loaded is not None else None
     if confirmed is not None:
-        write("confirm.parquet", parquet_bytes(confirm_rows(exp), ("run", "round", "strategy", "sweep_trial", "seed",
-                                                                   "state")))
+        race = tables.race_rows(name, loaded[0], ledger.newest_checkpoints(join(exp, confirm.CONFIRM_DIR)))
+        write("confirm.parquet", tables.parquet_bytes(tables.arrow("race", race, about)))
     rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") in ("asha", "pooled_asha") else []
     figures = plots.report_figures(records, metric, mode, epochs, rungs)
     task = TASKS.get(plan.get("task", DEFAULT_TASK))
@@ -244,10 +96,11 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
         figures += [extra] if extra is not None else []
     if confirmed is not None and confirmed.state.rounds:
         figures.insert(0, plots.confirm_figure(confirmed))
+    figures += plots.optuna_figures(study, metric)
     for fig in figures:
         write(f"figures/{fig.name}.png", fig.png)
     page = Page(name, plan, records, confirmed, figures, plots.param_importance(records, metric, mode), rungs,
-                found)
+                found, optuna_importance=plots.optuna_importance(study), metadata=run_metadata(exp, plan, records))
     write("report.md", page.markdown())
     write("report.html", page.html())
     copy_study(exp, join(target, ledger.STUDY_FILE))
@@ -277,9 +130,10 @@ class Page:
 
     def __init__(self, name: str, plan: dict[str, Any], records: Sequence[ranking.TrialRecord],
                  confirmed: Any, figures: Sequence[Any], importance: Any, rungs: Sequence[int],
-                 damage: Sequence[str] = ()):
+                 damage: Sequence[str] = (), optuna_importance: Any = None,
+                 metadata: Sequence[tuple[str, str]] = ()):
         self.name, self.plan, self.records, self.confirmed = name, plan, records, confirmed
-        self.damage = list(damage)
+        self.damage, self.optuna_importance, self.metadata = list(damage), optuna_importance, list(metadata)
         self.figures, self.importance = figures, importance
         metric, epochs = plan["metric"], plan["epochs"]
         self.rows = ranking.rank(records, metric, plan["mode"], epochs)
@@ -325,38 +179,67 @@ class Page:
             blocks += [("table", (h, cc, confirm.CONFIRM_ALIGN)), ("p", c.verdict)]
             blocks += [("figure", f) for f in self.figures if f.name == "confirm"]
             out.append(("Confirmation: a race on fresh seeds", blocks))
-        figs = [("figure", f) for f in self.figures if f.name != "confirm"]
+        figs = [("figure", f) for f in self.figures if f.name != "confirm" and not f.name.startswith("optuna_")]
         if figs:
             out.append(("Figures", figs))
-        if self.importance is not None:
-            imp = self.importance
-            cells = [[k + (" *" if k in imp.conditional else ""), f"{v:.3f}"] for k, v in imp.importances.items()]
-            text = (
-                f"fANOVA (Optuna) over {imp.trials} trials, on the validation {metric} at epoch {imp.epoch} (the "
-                "last epoch every scored trial reached; failed trials left out). A knob marked * exists only under "
-                "some strategies and is set to an 'inactive' value elsewhere, so its importance includes the choice "
-                "of strategy that enables it. With few trials per strategy these numbers are rough."
-            )
-            out.append(("Hyperparameter importance", [("p", text), ("table", (["parameter", "importance"], cells,
-                                                                              "lr"))]))
+        standard = [("figure", f) for f in self.figures if f.name.startswith("optuna_")]
+        if standard:
+            text = ("Optuna's standard plots of the study (`optuna.visualization.matplotlib`), as optuna-dashboard "
+                    "draws them: they see the study as Optuna does (a trial ASHA stopped is pruned, its intermediate "
+                    "values kept).")
+            out.append(("Optuna's plots", [("p", text), *standard]))
+        out.append(("Hyperparameter importance", self._importance_blocks(metric)))
         if self.damage:
             text = ("Files of this sweep that could not be used; where study.db has a trial's scores, the ranking "
                     "above uses them (`sweep check` lists what a resume would redo).")
             out.append(("Damaged or missing files", [("p", text), ("table", (["what"], [[d] for d in self.damage],
                                                                              "l"))]))
         if self.problems:
-            cells = [[str(r.number), str(r.config.get("strategy")), trial_state(r, epochs),
+            cells = [[str(r.number), str(r.config.get("strategy")), ": ".join(filter(None, tables.state_of(r))),
                       ranking.describe_config(r.config, r.searched)] for r in self.problems]
             out.append(("Failed and cut trials", [("table", (["trial", "strategy", "state", "configuration"], cells,
                                                               "r"))]))
+        every = [[str(r.number), str(r.config.get("strategy")), tables.state_of(r)[0], str(r.reached),
+                  f"{r.last[metric]:.4f}" if ranking.finite(r.last.get(metric)) else "n/a",
+                  tables.state_of(r)[1] or r.note or "", ranking.describe_config(r.config, r.searched)]
+                 for r in sorted(self.records, key=lambda r: r.number)]
+        if every:
+            header = ["trial", "strategy", "state", "epochs", metric, "why", "configuration"]
+            out.append(("All trials", [("table", (header, every, "rllrrll"))]))
+        if self.metadata:
+            out.append(("How this sweep ran", [("table", (["what", "value"], [list(row) for row in self.metadata],
+                                                          "ll"))]))
         files = (
-            "trials.parquet (one row per trial and epoch), summary.parquet (one row per trial), best_config.yaml "
+            "epochs.parquet (one row per trial and epoch), trials.parquet (one row per trial), best_config.yaml "
             "(`sweep train --config best_config.yaml` retrains the best trial), figures/, study.db (`optuna-dashboard "
             "sqlite:///study.db`)"
             + (", confirm.parquet (one row per run of the confirmation race)" if self.confirmed else "")
         )
         out.append(("Files", [("p", files)]))
         return out
+
+    def _importance_blocks(self, metric: str) -> list[tuple[str, Any]]:
+        """Ours (every scored trial, at a shared epoch) beside Optuna's own (what optuna-dashboard shows), with why
+        they differ; or why there is none."""
+        imp, theirs = self.importance, self.optuna_importance or {}
+        if imp is None or imp.omitted:
+            why = imp.omitted if imp is not None else "not computed: too few scored trials, or nothing varied"
+            return [("p", why[0].upper() + why[1:] + ".")]
+        names = list(imp.importances) + [k for k in theirs if k not in imp.importances]
+        cells = [[k + (" *" if k in imp.conditional else ""),
+                  f"{imp.importances[k]:.3f}" if k in imp.importances else "",
+                  f"{theirs[k]:.3f}" if k in theirs else ""] for k in names]
+        text = (
+            f"fANOVA (Optuna's evaluator, seed 0) over {imp.trials} trials, on the validation {metric} at epoch "
+            f"{imp.epoch} (the last epoch every scored trial reached; failed trials left out). A knob marked * exists "
+            "only under some strategies and is set to an 'inactive' value elsewhere, so its importance includes the "
+            "choice of strategy that enables it. The last column is what `optuna.importance.get_param_importances` "
+            "(and optuna-dashboard) computes from study.db: only the trials that finished at the full budget, with "
+            "their final scores, and only the parameters all of them have; under successive halving those are the "
+            "survivors, whose strategy explains little by construction, so the two can disagree."
+        )
+        return [("p", text), ("table", (["parameter", "all scored trials, shared epoch", "Optuna on study.db"],
+                                        cells, "lrr"))]
 
     def markdown(self) -> str:
         parts = [f"# Sweep {self.name}\n"]
@@ -379,8 +262,8 @@ class Page:
         for heading, blocks in self._sections():
             body.append(f"<h2>{e(heading)}</h2>")
             for kind, value in blocks:
-                if kind == "p":
-                    body.append(f"<p>{e(value)}</p>")
+                if kind == "p":  # Markdown (`code`, *emphasis*) rendered, raw HTML escaped
+                    body.append(f"<p>{_MARKDOWN.renderInline(value)}</p>")
                 elif kind == "table":
                     header, cells, align = value
                     th = "".join(f"<th>{e(h)}</th>" for h in header)
@@ -401,6 +284,33 @@ class Page:
             + "\n".join(body)
             + "\n</body></html>\n"
         )
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})  # text from configs and names cannot inject markup
+
+
+def run_metadata(exp: str, plan: dict[str, Any], records: Sequence[ranking.TrialRecord]) -> list[tuple[str, str]]:
+    """How the sweep ran, for the report: its command, seeds, the versions and commit it ran with, where, how long,
+    and the compute it spent (what `sweep run` recorded in sweep.json, and what its sessions and trials say)."""
+    meta = plan.get("meta") or {}
+    settings = plan.get("settings") or {}
+    sessions = ledger.read_driver(exp, strict=False).get("sessions", [])
+    wall = sum(max(0.0, s.get("heartbeat", s["started"]) - s["started"]) for s in sessions)
+    train = sum(float(h.get("time_train_s", 0.0)) for r in records for h in r.history)
+    evals = sum(float(h.get("time_eval_s", 0.0)) for r in records for h in r.history)
+    rows = [
+        ("command", meta.get("command", "(not recorded)")),
+        ("seed", f"{settings.get('seed')} (search and trials); the race's seeds follow it"),
+        ("project", f"contrastive-sweeps {meta.get('version', tables.project_version())}"
+                    + (f", commit {meta['commit']}" if meta.get("commit") else "")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items()) or "(not recorded)"),
+        ("machine", meta.get("machine", "(not recorded)")),
+        ("started", meta.get("created", "(not recorded)")),
+        ("driver sessions", f"{len(sessions)}, {wall / 60:.1f} min in all"),
+        ("compute", f"{sum(r.reached for r in records)} trial-epochs, {train / 60:.1f} min training and "
+                    f"{evals / 60:.1f} min scoring (trial seconds, summed over trials)"),
+    ]
+    return [(k, str(v)) for k, v in rows]
 
 
 _CSS = (

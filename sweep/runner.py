@@ -39,7 +39,7 @@ from sweep.plan import (
     trial_overrides,
 )
 from sweep.ray_start import init_ray
-from sweep.storage import check_writable, command, join, list_names, read_text, write_atomic
+from sweep.storage import check_writable, command, is_uri, join, list_names, read_text, remove_tree, write_atomic
 from trainables.errors import UserError
 from trainables.tasks import DEFAULT_TASK, get_task
 
@@ -65,7 +65,7 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
         _check_new(p)  # a driver that created it and ended between the first look and the claim
         write_atomic(join(p.exp, ledger.SETTINGS_FILE), p.to_json())
         errors.resume_with(command("resume", p.name, p.storage))
-        ledger.create_study(p.exp, p.name, p.study.mode)
+        ledger.create_study(p.exp, p.name, p.study.mode, p.study.metric)
         return _then(p, _session(p, out), out)
 
 
@@ -241,7 +241,7 @@ def drive_session(exp: str, s: SweepSettings, drive: Callable[[int, dict[str, An
 
 def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     s, exp, epochs, n = p.settings, p.exp, p.epochs, p.num_samples
-    from sweep.progress import Progress
+    from sweep.progress import Progress, watch_commands
     from sweep.scheduling import make_scheduler
     from sweep.study import SweepSearcher, finish_ask
 
@@ -278,6 +278,11 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
     wall = 0.0
     interrupt = Interrupt()
     if to_run and (budget is None or budget > 0):
+        print("watch it live:", file=out)
+        for line in [f"  {command('status', p.name, p.storage)} --watch", *watch_commands(exp, not is_uri(exp))]:
+            print(line, file=out)
+        progress = Progress(n, epochs, p.study.metric, done=done, out=out, mode=p.study.mode,
+                            searched=lambda number: study.get_trials(deepcopy=False)[number].params)
         searcher = SweepSearcher(
             study,
             p.study.space,
@@ -292,10 +297,8 @@ def _drive(p: Plan, session: int, driver: dict[str, Any], out) -> int:
             grid=p.study.grid,
             sampler=p.study.sampler,
             resume=resumable,
-            log=lambda msg: print(msg, file=out, flush=True),
+            log=progress.log,
         )
-        progress = Progress(n, epochs, p.study.metric, done=done, out=out,
-                            searched=lambda number: study.get_trials(deepcopy=False)[number].params)
         wall = fit(s, p.study, exp, session, driver, searcher, scheduler, to_run, [progress], interrupt, budget, out,
                    task=p.task)
 
@@ -355,12 +358,16 @@ def fit(
     import ray
     from ray import tune
 
+    from sweep import trackers
     from sweep.study import TrialIndex
     from trainables.tune_entry import trainable
 
     cluster = ray.cluster_resources()
     cpus, gpus = cpus_per_trial(s, study), gpus_per_trial(s, study, cluster, out)
     concurrent = s.max_concurrent or default_concurrency(cluster, cpus, gpus)
+    for callback in callbacks:  # the live display's estimate of the time left needs it
+        if isinstance(getattr(callback, "slots", None), int):
+            callback.slots = concurrent
     where = f"{cluster.get('CPU', 0):g} CPU" + (f", {cluster['GPU']:g} GPU" if cluster.get("GPU") else "")
     print(f"resources: {cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "") + f" per trial, {concurrent} at a time "
           f"(Ray has {where} now)", file=out)
@@ -381,7 +388,8 @@ def fit(
             storage_path=exp,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver, searcher)],
+            callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver, searcher),
+                       *trackers.callbacks(exp, exp.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1], s.tracker)],
             stop=_storage_stop(searcher),
             verbose=0,
         ),
@@ -408,3 +416,25 @@ def _print_ranking(p: Plan, records: list[ranking.TrialRecord], wall: float, out
     )
     print(f"\nranking by validation {p.study.metric} ({summary}):\n{table}", file=out)
     write_atomic(join(p.exp, ledger.RANKING_FILE), f"# {p.name}\n\n{summary}\n\n{table}\n")
+
+
+def delete(name: str, storage: str, *, yes: bool = False, ask: Any = input, out=sys.stdout) -> int:
+    """`sweep delete`: remove a sweep's directory, everything in it; never one a live driver holds, and only after
+    a yes (asked on a terminal, else ``--yes``)."""
+    from sweep.claim import claim
+
+    exp, settings, study = ledger.load_sweep(name, storage)
+    n = len(study.get_trials(deepcopy=False))
+    what = f"sweep {name} in {exp} ({n} trials, space {settings['space']})"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"{what}: pass --yes to delete it without being asked")
+        if ask(f"delete {what} and everything in it? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=out)
+            return 1
+    with claim(exp):  # a live driver's claim is refused: a running sweep is never deleted
+        if ledger.is_live(ledger.read_driver(exp, strict=False)):
+            raise UserError(f"{what} is running; stop it first")
+        remove_tree(exp)
+    print(f"deleted {what}", file=out)
+    return 0

@@ -88,3 +88,27 @@ def format_status(
     if resumable:
         lines += ["", f"continue with: {command('resume', name, storage)}"]
     return "\n".join(lines)
+
+
+def watch(name: str, storage: str, interval: float, as_json: bool = False, out: Any = sys.stdout) -> int:
+    """`sweep status --watch`: the status again every ``interval`` seconds (the screen redrawn on a terminal, one
+    JSON object per line with ``--json``) until no driver runs the sweep or its race; Ctrl-C stops watching."""
+    import json
+
+    import sweep
+
+    tty = out.isatty() if hasattr(out, "isatty") else False
+    while True:
+        exp = ledger.load_sweep(name, storage)[0]
+        if as_json:
+            print(json.dumps(sweep.load(name, storage).status(), default=str), file=out, flush=True)
+        else:
+            if tty:
+                print("\033[H\033[2J", end="", file=out)  # home, clear: redraw in place
+            status(name, storage, out=out)
+            print(f"\n(every {interval:g} s; Ctrl-C stops watching, not the sweep)", file=out, flush=True)
+        live = ledger.is_live(ledger.read_driver(exp)) or ledger.is_live(
+            ledger.read_driver(join(exp, confirm.CONFIRM_DIR), strict=False))
+        if not live:
+            return 0
+        time.sleep(interval)

@@ -106,3 +106,14 @@ def list_names(path: str) -> list[str]:
     fs, base = pafs.FileSystem.from_uri(path)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
     return sorted(info.base_name for info in infos)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a local directory or an object-store prefix, and everything under it."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path)
+        return
+    fs, base = pafs.FileSystem.from_uri(path)
+    fs.delete_dir(base)

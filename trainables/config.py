@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from trainables.accel import PRECISIONS
-from trainables.errors import UserError, quoted
+from trainables.errors import UserError, did_you_mean, quoted
 from trainables.strategies import KNOBS, Knob, Strategy, get_strategy
 
 SEED_MAX = 2**32 - 1
@@ -77,7 +77,8 @@ class TaskConfig:
         unknown = [k for k in config if k not in general and k not in KNOBS]
         if unknown:
             raise UserError(
-                f"unknown config key `{unknown[0]}` for task {cls.TASK!r}; valid keys are the settings "
+                f"unknown config key `{unknown[0]}` for task {cls.TASK!r}"
+                f"{did_you_mean(unknown[0], [*general, *KNOBS])}; valid keys are the settings "
                 f"({', '.join(sorted(general))}) and the strategy knobs ({', '.join(KNOBS)})"
             )
         strategy = get_strategy(config.get("strategy", cls.strategy), cls.STRATEGIES, cls.TASK)

@@ -35,3 +35,13 @@ class UserError(ValueError):
     ValueError, so code that validates a config still raises what callers expect; but only this class counts as the
     user's: a plain ValueError from deep inside training is a bug and is reported as one.
     """
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """`` (did you mean 'hard'?)`` for a misspelt name close to one of ``choices``, else ''."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

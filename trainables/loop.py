@@ -169,3 +169,10 @@ def run_trial(t: TaskTrial, report: Reporter, *, state: Mapping[str, Any] | None
         if metrics["stop_reason"]:
             break
     return last
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an epoch's metrics that a tracker plots, by their own names (the epoch is the step): what
+    `sweep train` writes to TensorBoard, and what a sweep's trackers write, so that the two overlay."""
+    return {k: float(v) for k, v in metrics.items()
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}

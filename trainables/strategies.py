@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from trainables.errors import UserError, quoted
+from trainables.errors import UserError, did_you_mean, quoted
 
 INT_MAX = 2**63 - 1  # the largest integer torch and numpy hold (int64)
 
@@ -344,5 +344,5 @@ def get_strategy(name: str, registry: Mapping[str, Strategy] = TWO_VIEW_STRATEGI
     try:
         return registry[name]
     except (KeyError, TypeError):
-        raise UserError(f"unknown strategy {quoted(name)} for task {task!r}; choose one of: {', '.join(registry)}") \
-            from None
+        raise UserError(f"unknown strategy {quoted(name)} for task {task!r}{did_you_mean(name, registry)}; choose one "
+                        f"of: {', '.join(registry)}") from None

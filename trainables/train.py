@@ -13,7 +13,7 @@ import torch
 
 from trainables.errors import UserError
 from trainables.files import write_atomic
-from trainables.loop import run_trial
+from trainables.loop import run_trial, scalars
 from trainables.tasks import build_trial, get_task, parse_config
 
 
@@ -38,9 +38,8 @@ def train(config: Mapping[str, Any], out_dir: str | None = None, log: Callable[[
     writer = SummaryWriter(str(out))
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                writer.add_scalar(key, value, metrics["epoch"])
+        for key, value in scalars(metrics).items():
+            writer.add_scalar(key, value, metrics["epoch"])
         writer.flush()
         history.append(json.dumps(metrics))
         write_atomic(ckpt, lambda f: torch.save(trial_state, f))

@@ -3,7 +3,7 @@
 The driver is killed mid-sweep and `sweep resume` continues it from the same bucket.
 
 Everything asserted is read back from the bucket: the study journal, the checkpoints, and the report's
-trials.parquet with the node each epoch ran on.
+epochs.parquet with the node each epoch ran on.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def test_two_node_cluster_sweep_on_s3_killed_and_resumed(two_nodes, s3, tmp_path
 
     report = _sweep(env, "report", "c", "--storage", storage, "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr[-3000:]
-    rows = pq.read_table(tmp_path / "report" / "trials.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "report" / "epochs.parquet").to_pylist()
     nodes = {r["node_id"] for r in rows if r["epoch"] > 0}
     assert len(nodes) == 2 and all(nodes), nodes  # trials ran on both nodes, and each epoch says which
     assert {r["session"] for r in rows if r["epoch"] > 0} <= {0, 1}

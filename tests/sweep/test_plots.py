@@ -93,16 +93,16 @@ def lr_driven():
 
 
 def test_a_sweep_with_knobs_gets_every_figure_each_a_valid_non_blank_png(figures):
-    assert [f.name for f in figures] == ["scores", "knobs", "curves", "importance", "compute"]
+    assert [f.name for f in figures] == ["scores", "knobs", "curves", "compute"]  # 3 trials each: no importance
     _assert_drawn(figures)
     width = _pixels(figures[0]).shape[1]
     assert 700 <= width <= 1100  # about 8-10 inches at 100 dpi
 
 
 def test_figures_are_deterministic():
-    records = _sweep()[:4]  # small, yet every figure: two strategies, knobs that vary, four scored trials
+    records = _sweep()[:4]  # small, yet every figure but the importance (two trials per strategy)
     first, second = (report_figures(records, METRIC, "max", EPOCHS, RUNGS) for _ in range(2))
-    assert {f.name for f in first} == ALL_FIGURES
+    assert {f.name for f in first} == ALL_FIGURES - {"importance"}
     assert [f.png for f in first] == [f.png for f in second]
 
 
@@ -205,6 +205,13 @@ def test_importance_target_is_the_score_at_the_common_epoch_not_the_last():
     assert list(result.importances)[0] == "lr"
 
 
+def test_importance_is_omitted_with_its_reason_when_strategies_have_too_few_trials():
+    result = param_importance(_sweep(), METRIC, "max")
+    assert result.importances == {} and "not computed" in result.omitted and "per strategy" in result.omitted
+    assert param_importance(_lr_driven(n=8), METRIC, "max").omitted  # 2 strategies x 4 trials
+    assert not param_importance(_lr_driven(n=10), METRIC, "max").omitted  # 5 each
+
+
 def test_importance_is_none_with_too_few_trials_or_parameters():
     assert param_importance(_lr_driven(n=3), METRIC, "max") is None
     one_param = [_record(i, "infonce", _curve(0.5 + 0.1 * i, 12), lr=10.0**-i) for i in range(1, 6)]
@@ -271,7 +278,9 @@ def test_a_config_lacking_a_knob_and_long_names_do_not_crash():
         TrialRecord(13, {}, [{"epoch": 1, METRIC: 0.4}], "stopped", "scheduler"),  # no strategy at all
     ]
     figures = report_figures(records, METRIC, "max", EPOCHS, RUNGS)
-    assert {f.name for f in figures} == ALL_FIGURES
+    assert {f.name for f in figures} == ALL_FIGURES - {"importance"}  # too few trials per strategy for one
     _assert_drawn(figures)
-    result = param_importance(records, METRIC, "max")
+    plenty = records + [_record(20 + i, s, _curve(0.5 + 0.02 * i, 12), lr=10 ** (-2 - 0.1 * i), temperature=0.5)
+                        for i in range(10) for s in ("hard", long_name)]
+    result = param_importance(plenty, METRIC, "max")
     assert "tau_plus" in result.conditional and sum(result.importances.values()) == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.image
 import optuna
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -19,7 +20,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweep import ledger
-from sweep.report import KEY_COLUMNS, report
+from sweep.report import report
 from trainables.files import HISTORY_FILE, STATE_FILE
 from trainables.tasks.image.config import ImageConfig
 
@@ -77,35 +78,42 @@ def _fake_sweep(root: Path, name: str = "fake", best_extra: dict | None = None) 
     return exp
 
 
-def test_report_writes_parquet_rows_one_to_one_with_the_histories_on_disk(tmp_path):
+def test_report_writes_tidy_parquet_rows_one_to_one_with_the_histories_on_disk(tmp_path):
     exp = _fake_sweep(tmp_path)
     assert report("fake", str(tmp_path), out=open("/dev/null", "w")) == 0
     out = exp / "report"
-    trials = pq.read_table(out / "trials.parquet").to_pylist()
-    assert list(pq.read_schema(out / "trials.parquet").names[: len(KEY_COLUMNS)]) == list(KEY_COLUMNS)
+    schema = pq.read_schema(out / "epochs.parquet")
+    assert schema.names[:8] == ["sweep", "trial_id", "epoch", "strategy", "state", "reason", "timestamp", "node_id"]
+    assert schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    about = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    assert about["table"] == "epochs" and json.loads(about["metric"]) == METRIC and json.loads(about["epochs"]) == 4
+    assert about["project_version"] and b"description" in schema.field("reason").metadata
+    epochs = pq.read_table(out / "epochs.parquet").to_pylist()
     saved = ledger.newest_checkpoints(str(exp))
     expected = [(n, row["epoch"], row[METRIC], row["timestamp"], row["node_id"])
                 for n in sorted(saved) for row in saved[n].history]
-    got = [(r["trial_id"], r["epoch"], r[METRIC], r["timestamp"], r["node_id"]) for r in trials]
+    got = [(r["trial_id"], r["epoch"], r[METRIC], r["timestamp"].timestamp(), r["node_id"]) for r in epochs]
     assert got == expected
-    states = {r["trial_id"]: r["state"] for r in trials}
+    assert {r["sweep"] for r in epochs} == {"fake"}
+    states = {r["trial_id"]: (r["state"], r["reason"]) for r in epochs}
     assert states == {
-        0: "finished",
-        1: "finished",
-        2: "stopped by ASHA at epoch 2",
-        3: "failed: non-finite loss at epoch 1",
-        4: "running",
+        0: ("finished", None),
+        1: ("finished", None),
+        2: ("stopped", "stopped early by the scheduler at epoch 2"),
+        3: ("failed", "non-finite loss at epoch 1"),
+        4: ("running", None),
     }
-    assert {r["strategy"] for r in trials} == {"infonce", "hard", "debiased"}
-    assert all(r["config.epochs"] == EPOCHS for r in trials)
-    assert [r["config.beta"] for r in trials if r["trial_id"] == 1] == [1.0] * 4
-    assert [r["config.beta"] for r in trials if r["trial_id"] == 0] == [None] * 4
+    assert {r["strategy"] for r in epochs} == {"infonce", "hard", "debiased"}
+    assert all(r["config.epochs"] == EPOCHS for r in epochs)
+    assert [r["config.beta"] for r in epochs if r["trial_id"] == 1] == [1.0] * 4
+    assert [r["config.beta"] for r in epochs if r["trial_id"] == 0] == [None] * 4
 
-    summary = pq.read_table(out / "summary.parquet").to_pylist()
-    assert [r["trial_id"] for r in summary] == [0, 1, 2, 3, 4]
-    assert [r["epochs"] for r in summary] == [4, 4, 2, 1, 2]
-    assert summary[1][METRIC] == 0.85 and summary[1]["full_budget"] and summary[1]["time_train_s"] == 6.0
-    assert summary[0]["nodes"] == "node0" and summary[1]["nodes"] == "node1"
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert [r["trial_id"] for r in trials] == [0, 1, 2, 3, 4] and {r["sweep"] for r in trials} == {"fake"}
+    assert [r["epochs"] for r in trials] == [4, 4, 2, 1, 2]
+    assert trials[1][METRIC] == 0.85 and trials[1]["full_budget"] and trials[1]["time_train_s"] == 6.0
+    assert trials[0]["nodes"] == "node0" and trials[1]["nodes"] == "node1"
+    assert [r["state"] for r in trials] == ["finished", "finished", "stopped", "failed", "running"]
 
 
 def test_best_config_is_the_best_full_budget_trial_and_a_valid_trial_config(tmp_path):

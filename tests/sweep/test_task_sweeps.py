@@ -32,7 +32,7 @@ def test_audio_text_negatives_smoke_sweep_ranks_every_selection(tmp_path, ray_se
     assert "ranking by validation map_mean" in run.stdout
     report = _sweep("report", "at", "--storage", str(tmp_path))
     assert report.returncode == 0, report.stderr
-    summary = pq.read_table(tmp_path / "at" / "report" / "summary.parquet").to_pylist()
+    summary = pq.read_table(tmp_path / "at" / "report" / "trials.parquet").to_pylist()
     assert sorted(r["strategy"] for r in summary) == sorted(AUDIO_TEXT_STRATEGIES)  # one trial each: equal budget
     assert all(r["map_mean"] is not None and 0.0 <= r["map_mean"] <= 1.0 for r in summary)
     assert all(r["config.task"] == "audio_text" for r in summary)
@@ -49,11 +49,11 @@ def test_av_sampling_smoke_sweep_ranks_every_strategy_in_the_papers_table(tmp_pa
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "ranking by validation linear_acc" in run.stdout
     assert _sweep("report", "av", "--storage", str(tmp_path)).returncode == 0
-    summary = pq.read_table(tmp_path / "av" / "report" / "summary.parquet").to_pylist()
+    summary = pq.read_table(tmp_path / "av" / "report" / "trials.parquet").to_pylist()
     assert sorted(r["strategy"] for r in summary) == sorted(AUDIO_VISUAL_STRATEGIES)  # one trial each
-    trials = pq.read_table(tmp_path / "av" / "report" / "trials.parquet").to_pylist()
-    soft = {r["trial_id"] for r in trials if AUDIO_VISUAL_STRATEGIES[r["strategy"]].positive == "soft_class"}
-    assert soft and all(r["positive_purity"] is not None for r in trials if r["trial_id"] in soft)
+    epochs = pq.read_table(tmp_path / "av" / "report" / "epochs.parquet").to_pylist()
+    soft = {r["trial_id"] for r in epochs if AUDIO_VISUAL_STRATEGIES[r["strategy"]].positive == "soft_class"}
+    assert soft and all(r["positive_purity"] is not None for r in epochs if r["trial_id"] in soft)
     md = (tmp_path / "av" / "report" / "report.md").read_text()
     # the paper's shape: strategy x in-domain / out-of-domain, linear / fine-tune
     assert "| strategy | linear_acc | finetune_acc | ood_linear_acc | ood_finetune_acc | epochs |" in md
@@ -67,7 +67,7 @@ def test_temporal_context_smoke_sweep_reports_levels_against_p_change_room(tmp_p
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "ranking by validation ooo_mean" in run.stdout
     assert _sweep("report", "tc", "--storage", str(tmp_path)).returncode == 0
-    summary = pq.read_table(tmp_path / "tc" / "report" / "summary.parquet").to_pylist()
+    summary = pq.read_table(tmp_path / "tc" / "report" / "trials.parquet").to_pylist()
     assert sorted(r["strategy"] for r in summary) == ["classic", "classic", "time", "time"]
     assert all(r["config.p_change_room"] is not None for r in summary if r["strategy"] == "time")
     md = (tmp_path / "tc" / "report" / "report.md").read_text()
