@@ -187,6 +187,9 @@ def test_two_node_cluster_sweep_on_s3_killed_and_resumed(two_nodes, s3, tmp_path
         time.sleep(0.2)
 
     # `sweep resume` with the address from RAY_ADDRESS this time, reading everything back from the bucket.
+    import sweep  # the Python API reads a sweep in object storage, interrupted, as the CLI does
+
+    assert sweep.load("c", storage).state == "interrupted"
     resumed = _sweep({**env, "RAY_ADDRESS": address}, "resume", "c", "--storage", storage)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     assert "resuming c" in resumed.stdout
@@ -206,3 +209,7 @@ def test_two_node_cluster_sweep_on_s3_killed_and_resumed(two_nodes, s3, tmp_path
     nodes = {r["node_id"] for r in rows if r["epoch"] > 0}
     assert len(nodes) == 2 and all(nodes), nodes  # trials ran on both nodes, and each epoch says which
     assert {r["session"] for r in rows if r["epoch"] > 0} <= {0, 1}
+    s = sweep.load("c", storage)
+    assert s.state == "finished" and sweep.list_sweeps(storage)["sweep"].tolist() == ["c"]
+    api = s.epochs()
+    assert sorted(zip(api["trial_id"], api["epoch"], strict=True)) == sorted((r["trial_id"], r["epoch"]) for r in rows)

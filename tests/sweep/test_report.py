@@ -168,6 +168,25 @@ def test_html_report_is_self_contained_and_escapes_names_and_configs(tmp_path):
     assert figures and page.count("data:image/png;base64,") == len(figures)
     md = (exp / "report" / "report.md").read_text()
     assert all(f"figures/{f}.png" in md for f in figures)
+    text = re.sub(r"<[^>]+>", "", re.sub(r"data:image/png;base64,[^\"]+", "", page))
+    assert "`" in md and "`" not in text and "<code>sweep train --config best_config.yaml</code>" in page  # rendered
+
+
+def test_the_report_adds_optunas_plots_every_trial_and_how_the_sweep_ran(tmp_path):
+    from matplotlib.image import imread
+
+    exp = _fake_sweep(tmp_path)
+    report("fake", str(tmp_path), out=open("/dev/null", "w"))
+    figures = exp / "report" / "figures"
+    standard = sorted(p.stem for p in figures.glob("optuna_*.png"))
+    assert {"optuna_history", "optuna_intermediate", "optuna_timeline"} <= set(standard)
+    for name in standard:  # each decodes to a picture that is not blank
+        pixels = imread(figures / f"{name}.png")
+        assert pixels.ndim == 3 and pixels.shape[1] > 300 and pixels.std() > 0, name
+    md = (exp / "report" / "report.md").read_text()
+    assert "## All trials" in md and md.count("\n| 4 | hard | running |") == 1
+    assert "## How this sweep ran" in md and "| driver sessions |" in md
+    assert "Not computed: 4 scored trials over 3 strategies" in md  # too few per strategy for an importance
 
 
 def _chromium() -> str | None:
