@@ -271,7 +271,7 @@ def confirm(
 
 def final_answer(exp: str, name: str) -> str:
     """The race's table and, last, its answer in one sentence: how `sweep confirm` and `sweep run --confirm` end."""
-    plan, a = load_answer(exp)
+    _, a = load_answer(exp)
     return f"\nconfirmation of {name}:\n{ranking.markdown_table(*table(a), align=CONFIRM_ALIGN)}\n\n{a.verdict}"
 
 

@@ -389,7 +389,7 @@ def fit(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             callbacks=[TrialIndex(searcher), *callbacks, _heartbeat_callback(exp, driver, searcher),
-                       *trackers.callbacks(exp, exp.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1], s.tracker)],
+                       *trackers.callbacks(exp, s.tracker)],
             stop=_storage_stop(searcher),
             verbose=0,
         ),

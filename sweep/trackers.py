@@ -19,6 +19,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from sweep.confirm import CONFIRM_DIR
 from sweep.storage import is_uri, join
 from trainables.errors import UserError
 from trainables.loop import scalars
@@ -69,10 +70,19 @@ def check_tracker(tracker: str | None) -> None:
                         f"it with `.venv/bin/uv pip install {package}`, or leave out --tracker") from None
 
 
-def callbacks(exp: str, name: str, tracker: str | None) -> list[Any]:
-    """Tune's loggers for a sweep session: Ray's CSV and JSON (its result files), TensorBoard with plain tags, and
-    the tracker asked for."""
+def callbacks(exp: str, tracker: str | None) -> list[Any]:
+    """Tune's loggers for a session of the sweep or of its race (``exp``: its directory): Ray's CSV and JSON (its
+    result files), TensorBoard with plain tags, and the tracker asked for, under the sweep's name (the race's runs as
+    ``<name>-race``, in the same store)."""
     out: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback(), TensorBoard()]
+    if tracker is None:
+        return out
+    head, _, query = exp.partition("?")
+    parts = head.rstrip("/").rsplit("/", 2)
+    if parts[-1] == CONFIRM_DIR:  # the race: the sweep's store, its own experiment
+        name, exp = f"{parts[-2]}-race", head.rstrip("/").rsplit("/", 1)[0] + (f"?{query}" if query else "")
+    else:
+        name = parts[-1]
     if tracker == "mlflow":
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (
             f"sqlite:///{join(exp, 'mlflow.db')}" if not is_uri(exp) else None)

@@ -50,6 +50,15 @@ class Accel:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    def resident(self, x: torch.Tensor, share: float = 0.25) -> torch.Tensor:
+        """``x`` on the device for the whole trial when that is a GPU it fits on (at most ``share`` of its free
+        memory), so that batches are indexed and augmented there with no host-to-device copy per batch; else ``x``
+        as it is (a CPU trial is untouched)."""
+        if self.device.type != "cuda" or x.device == self.device:
+            return x
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return x.to(self.device) if x.numel() * x.element_size() <= share * free else x
+
     def images(self, x: torch.Tensor) -> torch.Tensor:
         """A batch on the device, channels-last when that is the layout the convolutions want."""
         x = x.to(self.device, non_blocking=True)

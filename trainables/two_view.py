@@ -29,7 +29,9 @@ Split = tuple[torch.Tensor, torch.Tensor]  # items (n, ...) and int64 labels (n,
 @dataclass
 class TwoViewTrial:
     cfg: Any  # a task config with the two-view settings: strategy, temperature, batch_size, probe_epochs, knn_k
-    splits: Mapping[str, Split]  # "pretrain" (what the loss sees), "train" (the probes' fit), "val", "test"
+    # "pretrain" (what the loss sees), "train" (the probes' fit), "val", "test"; items may be resident on the GPU
+    # (Accel.resident), labels stay on the CPU
+    splits: Mapping[str, Split]
     model: ContrastiveModel
     optimizer: torch.optim.Optimizer
     accel: Accel
@@ -58,7 +60,7 @@ class TwoViewTrial:
         log = EpochLog(self.optimizer)
         for idx in batches:
             partners = partners_of(idx, rng)
-            views = torch.cat([self.augment(x[idx], gen), self.augment(x[partners], gen)])
+            views = torch.cat([self.augment(x[_on(idx, x)], gen), self.augment(x[_on(partners, x)], gen)])
             with self.accel.autocast():
                 _, z = self.model(self.accel.images(views))
             z1, z2 = z.float().chunk(2)  # the loss in fp32: its log-sum-exps are where precision matters
@@ -85,3 +87,8 @@ class TwoViewTrial:
                 out["embedding_std"] = embedding_spread(F.normalize(self.model.head(h.to(self.device)).float(),
                                                                     dim=1).cpu())
         return out
+
+
+def _on(idx: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """Batch positions as an index on ``x``'s device: items resident on a GPU are gathered there."""
+    return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(x.device, non_blocking=True)

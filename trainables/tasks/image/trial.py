@@ -25,7 +25,8 @@ def build(cfg: ImageConfig) -> TwoViewTrial:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     positives = Positives(cfg.strategy_spec.positive, cfg.part_knobs("positive"), data.pretrain.labels.numpy(),
                           data.num_classes, cfg.seed)
-    splits = {role: (s.images, s.labels) for role, s in
+    resident = {id(s.images): accel.resident(s.images) for s in (data.pretrain, data.train, data.val, data.test)}
+    splits = {role: (resident[id(s.images)], s.labels) for role, s in
               (("pretrain", data.pretrain), ("train", data.train), ("val", data.val), ("test", data.test))}
     return TwoViewTrial(cfg, splits, model, optimizer, accel, make_augment(size, channels, data.mean, data.std),
                         make_eval_transform(data.mean, data.std), positives)

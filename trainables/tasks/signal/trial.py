@@ -23,7 +23,7 @@ def build(cfg: SignalConfig) -> TwoViewTrial:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     positives = Positives(cfg.strategy_spec.positive, cfg.part_knobs("positive"), data.train.labels.numpy(),
                           data.num_classes, cfg.seed)
-    train = (data.train.signals, data.train.labels)
-    splits = {"pretrain": train, "train": train, "val": (data.val.signals, data.val.labels),
-              "test": (data.test.signals, data.test.labels)}
+    train = (accel.resident(data.train.signals), data.train.labels)
+    splits = {"pretrain": train, "train": train, "val": (accel.resident(data.val.signals), data.val.labels),
+              "test": (accel.resident(data.test.signals), data.test.labels)}
     return TwoViewTrial(cfg, splits, model, optimizer, accel, SignalAugment(), identity, positives)
