@@ -101,3 +101,14 @@ def test_help_shows_examples_and_the_version():
         assert "examples:" in _sweep(command, "--help").stdout, command
     typo = _sweep("stauts", "x")
     assert typo.returncode == 2 and "did you mean 'status'?" in typo.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_run_from_python_returns_it_finished(tmp_path, ray_session):
+    import io
+
+    out = io.StringIO()
+    s = sweep.run("mnist1d", smoke_test=True, num_samples=2, strategies=["infonce"], storage=str(tmp_path),
+                  name="py", address=ray_session.get_runtime_context().gcs_address, out=out)
+    assert s.name == "py" and s.state == "finished" and len(s.trials()) == 2
+    assert "ranking by validation linear_acc" in out.getvalue()
