@@ -189,11 +189,7 @@ def hard(pos: Tensor, neg: Tensor, temperature: float, tau_plus: float, beta: fl
     Returns:
         Per-anchor -log(pos / (pos + Ng)). Shape: (n,).
     """
-    pos_logit = pos / temperature
-    log_ng = _LogNegativeMass.apply(neg, beta, temperature)
-    if tau_plus != 0:
-        log_ng = _debias(log_ng, pos_logit, neg.shape[1], temperature, tau_plus)
-    return torch.logaddexp(pos_logit, log_ng) - pos_logit
+    return _HardLoss.apply(pos, neg, float(temperature), float(tau_plus), float(beta))
 
 
 def semi_hard(pos: Tensor, neg: Tensor, temperature: float, variant: str, margin: float) -> Tensor:
@@ -222,66 +218,148 @@ def semi_hard(pos: Tensor, neg: Tensor, temperature: float, variant: str, margin
         return _BandLoss.apply(neg, pos, temperature, margin)
     if variant != "nearest":
         raise ValueError(f"`variant` is {variant!r} but must be one of band, nearest")
-    with torch.no_grad():
-        nearest = (neg - pos[:, None]).abs_().argmin(dim=1, keepdim=True)
-    picked = (neg.gather(1, nearest).squeeze(1) - pos) / temperature
-    return torch.logaddexp(picked, torch.zeros_like(picked))
+    return _NearestLoss.apply(neg, pos, temperature)
 
 
-class _LogNegativeMass(torch.autograd.Function):
-    """Per row, log R = log sum_j w_j e^{s_j/t}, HCL's importance-weighted (mean-normalised) negative mass.
+# exp(x) = exp2(x log2 e). On CPU torch.exp2 is ~4x faster than torch.exp in float32 (~3x in float64), and it does
+# not slow down ~10x on exponents that underflow (t = 0.01) or are -inf. Folding log2 e into the scale applied anyway
+# costs one more rounding of the exponent x <= 0 (measured from the row's largest term): a relative error ~1e-7 |x|
+# in e^x, largest on terms that are e^{-|x|} small, so each row sum moves by ~1e-7 of its value.
+_LOG2_E = math.log2(math.e)
 
-    log R = log N + LSE((beta+1) s/t) - LSE(beta s/t); at beta = 0 every weight is 1 and the tilt is skipped,
-    leaving log R = LSE(s/t). Autograd through torch.logsumexp recomputes the exponentials in the backward
-    pass; keeping the forward ones (one pass, two when beta > 0) made the CPU step 10-30% faster. The gradient
-    (beta+1)/t softmax((beta+1) s/t) - beta/t softmax(beta s/t) differentiates the weights too, as HCL does.
+# On CPU, HCL's tilt is formed a block of rows at a time (see _fold_tilt), in at most _MAX_BLOCKS blocks of at least
+# _BLOCK_BYTES: the scratch stays small enough to come from memory the allocator already holds (a fresh (n, N) one
+# page-faults, ~1 ms at B = 512 on a busy machine), and the blocks few enough that their ~10 small ops add little.
+_BLOCK_BYTES = 1 << 19
+_MAX_BLOCKS = 4
+
+
+class _HardLoss(torch.autograd.Function):
+    """Per anchor, :func:`hard`'s -log(pos / (pos + Ng)), forward and backward written out.
+
+    Why by hand: autograd through logsumexp (or exp), the debiasing's dozen (n,) steps and logaddexp recomputed the
+    (n, N) exponentials in the backward pass, kept a second (n, N) buffer for the tilt, and allocated an (n, N)
+    gradient. Here the forward pass makes one (n, N) buffer, e^{(beta+1)(s - max s)/t} (row sums >= 1, so nothing
+    overflows), and with beta > 0 folds the tilt into it (:func:`_fold_tilt`), so that the buffer holds
+    d log R / ds up to a per-row factor; the backward pass scales it in place and returns it as the gradient.
+    Whatever beta and tau_plus are, the (n, N) work is InfoNCE's (max, subtract, scale, exp2, sum; one scaling in
+    the backward pass) plus, for beta > 0, one more scaled exp2, sum and multiply-add: about 7% of an InfoNCE step
+    at B = 512 on CPU, which is what remains of HCL's overhead.
+
+    The (n,) arithmetic is the reference implementation's, operation for operation, and so is the gradient's
+    (each autograd formula spelled out in the same order): at t = 0.01 in float32 a logit is ~100, one unit in its
+    last place ~1e-5, so any reordering there would show.
+
+    The saved buffer becomes the gradient, so the graph cannot be backpropagated twice: a second backward pass
+    (retain_graph=True) raises autograd's "modified by an inplace operation" error instead of returning garbage.
     """
 
     @staticmethod
-    def forward(ctx, neg: Tensor, beta: float, temperature: float) -> Tensor:
+    def forward(ctx, pos: Tensor, neg: Tensor, temperature: float, tau_plus: float, beta: float) -> Tensor:
+        n_neg = neg.shape[1]
+        pos_logit = pos / temperature
         top = neg.amax(dim=1, keepdim=True)
-        shifted = neg - top  # <= 0: no exponential overflows and each row sum is >= 1
-        tilt = torch.mul(shifted, beta / temperature).exp_() if beta else None
-        mass = shifted.mul_((beta + 1.0) / temperature).exp_()
-        sum_mass = mass.sum(dim=1, keepdim=True)
-        log_r = sum_mass.log() + top / temperature
-        sum_tilt = None
-        if tilt is not None:
-            sum_tilt = tilt.sum(dim=1, keepdim=True)
-            log_r = log_r + (math.log(neg.shape[1]) - sum_tilt.log())
-        ctx.save_for_backward(mass, sum_mass, tilt, sum_tilt)
-        ctx.coefs = ((beta + 1.0) / temperature, beta / temperature)
-        return log_r.squeeze(1)
+        mass = neg - top
+        c_mass, c_tilt = (beta + 1.0) / temperature, beta / temperature
+        if beta:
+            sum_mass, sum_tilt = _fold_tilt(mass, c_mass, c_tilt)
+        else:
+            sum_mass = mass.mul_(c_mass * _LOG2_E).exp2_().sum(dim=1)
+        log_r = sum_mass.log() + top.squeeze(1) / temperature  # LSE((beta+1) s/t)
+        if beta:
+            log_r = log_r + (math.log(n_neg) - sum_tilt.log())
+
+        log_ng, debias = log_r, None
+        if tau_plus != 0:
+            # log max((R - tau_plus N pos) / (1 - tau_plus), N e^{-1/t}) without leaving log space: log(A - B) =
+            # log A + log(-expm1(log B - log A)), no cancellation near B = A. Where the clamp binds (A <= B, or
+            # the result is below the floor) the floor, a constant, is used: that anchor sends no gradient to
+            # its negatives. Where it does not, the expm1 argument is a dummy -1, so no inf or NaN reaches the
+            # gradient; the 1e-30 tolerance keeps log1mexp's gradient (~1/|x|) finite in float32.
+            floor = math.log(n_neg) - 1.0 / temperature
+            log_ratio = math.log(tau_plus * n_neg) + pos_logit - log_r  # log(B / A)
+            below = log_ratio < -1e-30
+            em1 = torch.expm1(torch.where(below, log_ratio, -1.0))
+            one_minus = -em1
+            raw = log_r + torch.log(one_minus) - math.log1p(-tau_plus)
+            kept = below & (raw > floor)
+            log_ng = torch.where(kept, raw, floor)
+            debias = (below, kept, em1, one_minus)
+
+        ctx.save_for_backward(pos_logit, log_ng, mass, sum_mass)
+        ctx.debias = debias
+        ctx.coefs = (temperature, c_mass)
+        return torch.logaddexp(pos_logit, log_ng) - pos_logit
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        mass, sum_mass, tilt, sum_tilt = ctx.saved_tensors
-        c_mass, c_tilt = ctx.coefs
-        grad = grad[:, None]
-        grad_neg = mass * (grad * c_mass / sum_mass)
-        if tilt is not None:
-            grad_neg.addcmul_(tilt, grad * (-c_tilt / sum_tilt))
-        return grad_neg, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        pos_logit, log_ng, weights, sum_mass = ctx.saved_tensors
+        temperature, c_mass = ctx.coefs
+        # loss = logaddexp(a, b) - a, a = pos_logit, b = log Ng; autograd's logaddexp: grad / (1 + exp(other - self))
+        grad_log_ng = grad / (1 + torch.exp(pos_logit - log_ng))
+        grad_pos_logit = grad / (1 + torch.exp(log_ng - pos_logit)) - grad
+        grad_log_r = grad_log_ng
+        if ctx.debias is not None:  # raw = log_r + log(-expm1(log_ratio)) - log1p(-tau_plus), where kept
+            below, kept, em1, one_minus = ctx.debias
+            grad_raw = torch.where(kept, grad_log_ng, 0.0)
+            grad_log_ratio = torch.where(below, (-(grad_raw / one_minus)) * (em1 + 1), 0.0)
+            grad_log_r = grad_raw - grad_log_ratio  # log_ratio = const + pos_logit - log_r
+            grad_pos_logit = grad_pos_logit + grad_log_ratio
+
+        grad_pos = grad_pos_logit / temperature if ctx.needs_input_grad[0] else None
+        grad_neg = None
+        if ctx.needs_input_grad[1]:
+            # d log R / ds_j = (beta+1)/t softmax((beta+1) s/t)_j - beta/t softmax(beta s/t)_j, the weights being
+            # differentiated too, as in HCL's reference code; `weights` holds it up to the factor c_mass / sum_mass.
+            grad_neg = weights.mul_(grad_log_r[:, None] * c_mass / sum_mass[:, None])
+        return grad_pos, grad_neg, None, None, None
+
+
+def _fold_tilt(shifted: Tensor, c_mass: float, c_tilt: float) -> tuple[Tensor, Tensor]:
+    """Row sums of mass = e^{c_mass x} and tilt = e^{c_tilt x} for x = ``shifted`` (<= 0), which is overwritten with
+    mass - k tilt, k = (c_tilt sum(mass)) / (c_mass sum(tilt)): d log R / dx is that times c_mass / sum(mass).
+
+    Both sums are needed before the two exponentials can be combined, and each exponential is one pass, so tilt is
+    formed a block of rows at a time in a small scratch buffer (on CPU; a GPU's caching allocator makes a full one
+    free) rather than in a second (n, N) buffer kept until the backward pass, as before.
+    """
+    n, n_neg = shifted.shape
+    rows = _block_rows(shifted) if shifted.is_cpu else n
+    scratch = shifted.new_empty(min(rows, n), n_neg)
+    sum_mass, sum_tilt = shifted.new_empty(n), shifted.new_empty(n)
+    blocks = zip(shifted.split(rows), sum_mass.split(rows), sum_tilt.split(rows), strict=True)
+    for block, block_sum_mass, block_sum_tilt in blocks:
+        tilt = torch.mul(block, c_tilt * _LOG2_E, out=scratch[:block.shape[0]]).exp2_()
+        mass = block.mul_(c_mass * _LOG2_E).exp2_()
+        torch.sum(mass, dim=1, out=block_sum_mass)
+        torch.sum(tilt, dim=1, out=block_sum_tilt)
+        mass.addcmul_(tilt, (block_sum_mass * (-c_tilt / c_mass) / block_sum_tilt)[:, None])
+    return sum_mass, sum_tilt
+
+
+def _block_rows(x: Tensor) -> int:
+    """Rows per block of an (n, N) tensor on CPU: at most _MAX_BLOCKS blocks, each of at least _BLOCK_BYTES."""
+    n, n_neg = x.shape
+    return max(_BLOCK_BYTES // (n_neg * x.element_size()), -(-n // _MAX_BLOCKS), 1)
 
 
 class _BandLoss(torch.autograd.Function):
     """Per row, log(1 + sum_j [s_p - margin < s_j < s_p] e^{(s_j - s_p)/t}).
 
-    The selected exponents lie in (-margin/t, 0), so the sum cannot overflow; the others are zeroed. The
-    gradient reuses the forward exponentials: e_j / (t (1 + sum)) for s_j, and minus their sum for s_p.
-    Through plain autograd (boolean masks, where, exp) the CPU step took ~1.4x InfoNCE's.
+    The selected exponents lie in (-margin/t, 0), so the sum cannot overflow; the others are exp2(-inf) = 0. The
+    gradient reuses the forward exponentials, in place (so, as for :class:`_HardLoss`, no second backward pass):
+    e_j / (t (1 + sum)) for s_j, and minus their sum for s_p. Through plain autograd (boolean masks, where, exp)
+    the CPU step took ~1.4x InfoNCE's.
     """
 
     @staticmethod
     def forward(ctx, neg: Tensor, pos: Tensor, temperature: float, margin: float) -> Tensor:
-        # threshold_(x, th, v) keeps x where x > th, else v: two strict tests give depth = s_p - s_j inside
-        # the band, +inf outside; then a 1/0 indicator, and exponents >= -margin/t (on CPU, exp of -inf or
-        # of an underflowing value takes a path several times slower).
+        # threshold_(x, th, v) keeps x where x > th, else v: two strict tests, in place, give the depth s_p - s_j
+        # inside the band and +inf outside it (boolean masks and torch.where are far slower on CPU).
         depth = torch.threshold_(neg - pos[:, None], -margin, -math.inf).neg_()
         depth = torch.threshold_(depth, 0.0, math.inf)
-        inside = torch.rsub(depth, margin).sign_().relu_()
-        terms = depth.clamp_(max=margin).mul_(-1.0 / temperature).exp_().mul_(inside)
+        terms = depth.mul_(-_LOG2_E / temperature).exp2_()
         total = terms.sum(dim=1)
         ctx.save_for_backward(terms, total)
         ctx.temperature = temperature
@@ -292,30 +370,39 @@ class _BandLoss(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
         terms, total = ctx.saved_tensors
         scale = grad / (ctx.temperature * (1.0 + total))
-        return terms * scale[:, None], -scale * total, None, None
+        return terms.mul_(scale[:, None]), -scale * total, None, None
+
+
+class _NearestLoss(torch.autograd.Function):
+    """Per row, log(1 + e^{(s_j - s_p)/t}) for j = argmin_j |s_j - s_p|, the first index on ties.
+
+    Through autograd, the (n, N) distances were dropped once the index was found and gather's backward allocated
+    an (n, N) zero gradient; here the distance buffer becomes that gradient (zeroed, one entry per row set), so
+    again no second backward pass. The (n,) arithmetic is autograd's, in the same order.
+    """
+
+    @staticmethod
+    def forward(ctx, neg: Tensor, pos: Tensor, temperature: float) -> Tensor:
+        distance = torch.sub(neg, pos[:, None]).abs_()
+        nearest = distance.argmin(dim=1, keepdim=True)
+        picked = (neg.gather(1, nearest).squeeze(1) - pos) / temperature
+        ctx.save_for_backward(distance, nearest, picked)
+        ctx.temperature = temperature
+        return torch.logaddexp(picked, torch.zeros_like(picked))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, None]:
+        distance, nearest, picked = ctx.saved_tensors
+        grad_picked = grad / (1 + torch.exp(0.0 - picked)) / ctx.temperature  # logaddexp(picked, 0), then / t
+        grad_neg = distance.zero_().scatter_(1, nearest, grad_picked[:, None]) if ctx.needs_input_grad[0] else None
+        return grad_neg, -grad_picked, None
 
 
 def _off_diagonal(square: Tensor) -> Tensor:
     """The (B, B-1) off-diagonal entries of a (B, B) matrix, row by row in column order."""
     b = square.shape[0]
     return square.flatten()[1:].view(b - 1, b + 1)[:, :-1].reshape(b, b - 1)
-
-
-def _debias(log_r: Tensor, pos_logit: Tensor, n_neg: int, temperature: float, tau_plus: float) -> Tensor:
-    """log max((R - tau_plus N pos) / (1 - tau_plus), N e^{-1/t}) from log R, without leaving log space.
-
-    log(A - B) = log A + log1mexp(log B - log A) with log1mexp(x) = log(-expm1(x)): no cancellation near
-    x = 0, and for very negative x only the relative accuracy of a result ~ -e^x is lost, which vanishes
-    next to log A. Where the clamp binds (A <= B, or the result is below the floor) the floor, a constant,
-    is used: that anchor sends no gradient to its negatives. The branch not taken gets a safe argument, so
-    no inf or NaN leaks into the gradient through ``torch.where``; the 1e-30 tolerance keeps log1mexp's
-    gradient (~1/|x|) finite in float32, and moves the loss by far less than float precision.
-    """
-    floor = math.log(n_neg) - 1.0 / temperature
-    log_ratio = math.log(tau_plus * n_neg) + pos_logit - log_r  # log(B / A)
-    below = log_ratio < -1e-30
-    raw = log_r + torch.log(-torch.expm1(torch.where(below, log_ratio, -1.0))) - math.log1p(-tau_plus)
-    return torch.where(below & (raw > floor), raw, floor)
 
 
 # Keyed by ``Strategy.weighting``; each maps (pos (n,), neg (n, N), temperature, **knobs) to (n,) losses.

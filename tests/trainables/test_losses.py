@@ -336,6 +336,17 @@ class TestContract:
         assert losses[-1] < losses[0]
 
 
+def test_a_second_backward_pass_raises(strategy):
+    """The losses build their (n, N) gradient in the buffer saved for it, so a retained graph cannot be
+    backpropagated again: autograd must say so rather than return a wrong gradient."""
+    z1, z2 = (z.requires_grad_() for z in _views(8, 4, seed=7, dtype=torch.float32))
+    for knobs in ({}, {"variant": "nearest"}) if strategy == "semi_hard" else ({},):
+        loss = two_view_loss(z1, z2, strategy, 0.5, **knobs)
+        loss.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
 def test_registry_matches_the_weighting_knobs():
     # the two-view softmax weightings; the audio-text hinge selections live in trainables.tasks.audio_text.losses
     assert set(NEGATIVE_WEIGHTINGS) == {s.weighting for s in STRATEGIES.values()}
