@@ -280,11 +280,9 @@ def _rules(r: race.Rules) -> str:
 
 
 def _drive(p: Any, plan: RacePlan, session: int, driver: dict[str, Any], out: Any) -> int:
-    from ray.tune.schedulers import FIFOScheduler
-
     from sweep.progress import Progress
     from sweep.runner import Interrupt, fit
-    from sweep.study import RaceSearcher
+    from sweep.study import RaceScheduler, RaceSearcher
 
     cdir = join(p.exp, CONFIRM_DIR)
     saved = ledger.newest_checkpoints(cdir)
@@ -311,8 +309,8 @@ def _drive(p: Any, plan: RacePlan, session: int, driver: dict[str, Any], out: An
     searcher = RaceSearcher(plan, outcomes, {n: s.path for n, s in saved.items()}, session, out_of_time, record,
                             log=progress.log)
     interrupt = Interrupt()
-    fit(p.settings, p.study, cdir, session, driver, searcher, FIFOScheduler(), total - len(outcomes), [progress],
-        interrupt, out=out, task=p.task)
+    fit(p.settings, p.study, cdir, session, driver, searcher, RaceScheduler(searcher), total - len(outcomes),
+        [progress], interrupt, out=out, task=p.task)
     ledger.remove_leftovers(cdir, ledger.newest_checkpoints(cdir))
     finished = load_answer(p.exp)[1].state.finished
     driver["state"] = "finished" if finished and not interrupt.fired else "interrupted"

@@ -26,6 +26,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from sweep.errors import is_storage_fault
@@ -61,12 +62,12 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if kind != "tpe":
         raise UserError(f"sampler {kind!r} is not one of {', '.join(SAMPLERS)}")
-    # group=True models each strategy's branch separately; constant_liar keeps parallel trials apart.
+    # Independent TPE: lr and temperature, which every strategy has, are learnt from every trial, whatever its
+    # strategy, and a strategy's knobs from its own trials. (group=True modelled each strategy's branch alone: with
+    # the 3 trials a strategy gets, TPE then never left random search.) constant_liar keeps parallel trials apart.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10
-        )
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=10)
 
 
 class Pinned:
@@ -237,9 +238,12 @@ class SweepSearcher(Searcher):
 
 
 class RaceSearcher(Searcher):
-    """Hands out the runs of `sweep confirm`'s race round by round: a round's runs once the previous round is complete
-    and its losers dropped (:func:`sweep.race.replay`), nothing while a round is in flight, FINISHED when the race is
-    over. A time budget is checked between rounds only, so every survivor always has the same seeds."""
+    """Hands out the runs of `sweep confirm`'s race: the current round's, and the next round's ahead of its result,
+    so that no worker waits for a round's slowest run (the rounds before ``min_seeds``, where nothing is dropped
+    for its score, as one block). The race's decisions stay those of rounds judged one at a time
+    (:func:`sweep.race.replay` reads each round's outcomes alone): a run ahead for a strategy that its round then
+    drops is not counted, and :class:`RaceScheduler` stops it at its next epoch. FINISHED when the race is over. A
+    time budget lets the round in flight finish, so every survivor always has the same seeds."""
 
     def __init__(
         self,
@@ -258,24 +262,60 @@ class RaceSearcher(Searcher):
         self.live: dict[str, int] = {}
         self.trials: dict[str, Any] = {}  # filled by TrialIndex, for the error file of a failed run
         self.storage_fault: str | None = None  # as SweepSearcher's: such a run has not failed
+        self.last_round: int | None = None  # set when the time budget is spent: rounds from this one do not run
         self._rounds = self.state().rounds
 
     def state(self) -> Any:
         return self.plan.answer(self.outcomes).state
 
+    def _end(self) -> int:
+        """One past the last round (0-based) that may run now."""
+        return self.plan.rules.max_seeds if self.last_round is None else self.last_round
+
+    def block(self, state: Any) -> tuple[int, ...]:
+        """The runs that may start now, in order: the current round's, then every round up to ``min_seeds`` or the
+        next round, whichever is later, its strategies best mean first (the likeliest to stay). A strategy whose
+        run failed gets no further run: it is dropped when its round completes."""
+        plan, rules = self.plan, self.plan.rules
+        until = min(max(rules.min_seeds, state.rounds + 2), self._end())
+        sign = 1.0 if plan.mode == "max" else -1.0
+
+        def mean(s: str) -> float:
+            vals = [o.val for r in range(state.rounds)
+                    if (o := self.outcomes.get(plan.number(r, s))) is not None and o.val is not None]
+            return -sign * float(np.mean(vals)) if vals else 0.0
+
+        def failed(s: str) -> bool:
+            return any((o := self.outcomes.get(plan.number(r, s))) is not None and (o.failed or o.val is None)
+                       for r in range(state.rounds, until))
+
+        ahead = sorted((s for s in state.alive if not failed(s)), key=mean)
+        later = tuple(plan.number(r, s) for r in range(state.rounds + 1, until) for s in ahead
+                      if plan.number(r, s) not in self.outcomes)
+        return (state.todo if state.rounds < self._end() else ()) + later
+
+    def needed(self, number: int) -> bool:
+        """Whether run ``number`` may still count: its strategy is in the race and its round may run."""
+        state = self.state()
+        strategy = self.plan.run(number)[0].strategy
+        return not state.finished and strategy in state.alive and number // len(self.plan.finalists) < self._end()
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         state = self.state()
-        if state.finished:
-            return Searcher.FINISHED
-        pending = [n for n in state.todo if n not in self.started]
-        begun = len(pending) < len(state.todo) or any(n in self.checkpoints for n in state.todo)
-        if not begun and self.out_of_time():
+        if not state.finished and self.last_round is None and self.out_of_time():
+            runs = [self.plan.number(state.rounds, s) for s in state.alive]
+            begun = any(n in self.started or n in self.checkpoints or n in self.outcomes for n in runs)
+            self.last_round = state.rounds + 1 if begun else state.rounds
+            self.log(f"time budget spent: the race stops after round {self.last_round}")
+        if self.last_round is not None and state.rounds >= self.last_round and not state.finished:
             self.plan = dataclasses.replace(self.plan, stopped_after=state.rounds)
             self.record(self.plan)
-            self.log(f"time budget spent: the race stops after round {state.rounds}")
+            state = self.state()
+        if state.finished:
             return Searcher.FINISHED
+        pending = [n for n in self.block(state) if n not in self.started]
         if not pending:
-            return None  # the round is in flight: the next one depends on its outcome
+            return None  # every run that may start has: the next ones depend on the outcomes in flight
         number = pending[0]
         self.started.add(number)
         self.live[trial_id] = number
@@ -304,11 +344,11 @@ class RaceSearcher(Searcher):
             return
         self.outcomes[number] = outcome
         state = self.state()
-        if state.rounds > self._rounds:
-            self._rounds = state.rounds
-            dropped = [f"{s} ({d.reason})" for s, d in state.dropped.items() if d.after_round == state.rounds]
-            self.log(f"round {state.rounds}: {len(state.alive)} left" + (f"; dropped {'; '.join(dropped)}"
-                                                                          if dropped else ""))
+        for done in range(self._rounds + 1, state.rounds + 1):  # a block's rounds can complete together
+            dropped = [f"{s} ({d.reason})" for s, d in state.dropped.items() if d.after_round == done]
+            left = len(state.alive) + sum(d.after_round > done for d in state.dropped.values())
+            self.log(f"round {done}: {left} left" + (f"; dropped {'; '.join(dropped)}" if dropped else ""))
+        self._rounds = max(self._rounds, state.rounds)
 
     # Its state is the checkpoints on disk and the plan file: nothing for Ray's snapshots.
     def save(self, checkpoint_path: str) -> None:
@@ -316,6 +356,25 @@ class RaceSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+class RaceScheduler(FIFOScheduler):
+    """Stops, at its next epoch, a race run that can no longer count: run ahead for a strategy its round dropped,
+    or past the race's end (:meth:`RaceSearcher.needed`)."""
+
+    def __init__(self, searcher: RaceSearcher) -> None:
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        number = trial.config.get(TRIAL_KEY)
+        if number is None or self.searcher.needed(number):
+            return self.CONTINUE
+        state, (finalist, seed, _) = self.searcher.state(), self.searcher.plan.run(number)
+        why = ("the race is over" if state.finished else f"{finalist.strategy} was dropped"
+               if finalist.strategy not in state.alive else "its round comes after the time budget's last")
+        self.searcher.log(f"stop   #{number} {finalist.strategy} seed {seed}: no longer needed ({why})")
+        return self.STOP
 
 
 class TrialIndex(Callback):

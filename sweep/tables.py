@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from sweep import ranking
 
-STATES = ("finished", "stopped", "failed", "running")
+STATES = ("finished", "stopped", "failed", "running")  # a sweep trial's; a race run may also be "not counted"
 CONFIG_PREFIX = "config."
 # Where a row was computed, not what it measured.
 WHERE = ("trial", "session", "hostname", "pid", "num_threads", "node_id", "timestamp")
@@ -36,7 +36,8 @@ COLUMNS: Mapping[str, str] = {
     "trial_id": "the sweep trial's number, 0..num_samples-1 (in the race table: the sweep trial the run re-ran)",
     "epoch": "the epoch this row reports, 1-based (0: a trial that has not reported yet)",
     "strategy": "the sampling strategy (the scientific parameter)",
-    "state": "finished (reached the full budget), stopped (early, by ASHA or a time budget), failed, or running",
+    "state": "finished (reached the full budget), stopped (early: by ASHA, a time budget, or in the race as no longer "
+             "needed), failed, running, or (race) not counted (it ran ahead of a round that dropped its strategy)",
     "reason": "why it stopped or failed (null when it did not): e.g. 'stopped early by the scheduler at epoch 2', "
               "'non-finite loss at epoch 1'",
     "timestamp": "when the epoch was reported (UTC)",
@@ -109,14 +110,22 @@ def race_rows(sweep: str, plan: Any, saved: Mapping[int, Any]) -> list[dict[str,
     seed, state and every final metric (``plan``: a :class:`sweep.confirm.RacePlan`)."""
     from sweep.confirm import outcome_of
 
+    race = plan.answer(plan.outcomes(saved)).state
     rows = []
     for number in sorted(set(saved) | set(plan.failed)):
         finalist, seed, config = plan.run(number)
         ckpt = saved.get(number)
         last = ckpt.history[-1] if ckpt and ckpt.history else {}
         outcome = outcome_of(last, plan.metric, plan.epochs)
+        drop, index = race.dropped.get(finalist.strategy), number // len(plan.finalists)
+        ahead = (f"ran ahead of round {drop.after_round}'s result, which dropped {finalist.strategy}"
+                 if drop is not None and index >= drop.after_round else
+                 f"ran ahead; the race ended after round {race.rounds}" if race.finished and index >= race.rounds
+                 else None)
         if number in plan.failed or (outcome is not None and outcome.failed):
             state, reason = "failed", plan.failed.get(number) or outcome.failed
+        elif ahead:  # the race judges each round on its own: such a run never counts
+            state, reason = ("not counted" if outcome is not None else "stopped"), ahead
         else:
             state, reason = ("finished" if outcome is not None else "running"), None
         rows.append({

@@ -74,7 +74,7 @@ def test_json_carries_the_numbers_the_text_shows(reported):
     spaces = json.loads(_sweep("spaces", "--json").stdout)
     assert "mnist1d" in spaces and "digits" in spaces
     one = json.loads(_sweep("spaces", "mnist1d", "--json").stdout)
-    assert one["strategies"]["hard"]["beta"] == "0 .. 4" and one["epochs"] == 8 and one["rungs"] == [1, 2, 4]
+    assert one["strategies"]["hard"]["beta"] == "0 .. 4" and one["epochs"] == 8 and one["rungs"] == [4]
 
 
 def test_a_dry_run_writes_nothing_and_starts_no_ray(tmp_path):

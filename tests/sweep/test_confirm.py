@@ -67,6 +67,60 @@ def test_runs_are_paired_round_major_and_valid_trial_configs():
     assert plan.number(2, "hard") == 5
 
 
+def test_the_race_hands_out_the_rounds_before_min_seeds_at_once_then_runs_one_round_ahead():
+    from sweep.study import TRIAL_KEY, RaceSearcher
+
+    finalists = confirm.choose_finalists(
+        [_record(0, "infonce", [0.8]), _record(1, "hard", [0.7], tau_plus=0.1, beta=1.0),
+         _record(2, "debiased", [0.6], tau_plus=0.1)], METRIC, "max", 1)
+    plan = confirm.RacePlan("s", METRIC, "max", 4, 1, race.Rules(max_seeds=5, min_seeds=3),
+                            confirm.confirm_seeds(0, 5), finalists, {})
+    searcher = RaceSearcher(plan, {}, {}, 0, lambda: False, lambda _: None, log=lambda _: None)
+    handed = [searcher.suggest(f"t{i}")[TRIAL_KEY] for i in range(9)]
+    assert handed == list(range(9))  # rounds 1 to 3: nothing can be dropped for its score before round 3
+    assert searcher.suggest("t9") is None  # round 4 depends on the outcome of round 3
+    outcome = {"epoch": 4, METRIC: 0.5, "test_" + METRIC: 0.5}
+    scores = [0.80, 0.81, 0.79, 0.79, 0.80, 0.82, 0.81, 0.79, 0.80]  # no strategy significantly worse
+    for i, score in enumerate(scores):
+        searcher.on_trial_complete(f"t{i}", {**outcome, METRIC: score})
+    assert searcher.state().rounds == 3
+    # round 4 in finalist order, then round 5 ahead of round 4's result, the best mean first
+    assert [searcher.suggest(f"t{i}")[TRIAL_KEY] for i in range(9, 15)] == [9, 10, 11, 14, 12, 13]
+    assert searcher.suggest("t15") is None and all(searcher.needed(n) for n in range(9, 15))
+    searcher.on_trial_complete("t10", {"epoch": 3, "stop_reason": "collapsed embeddings"})  # hard's round 4 fails
+    for i, score in ((9, 0.8), (11, 0.81)):
+        searcher.on_trial_complete(f"t{i}", {**outcome, METRIC: score})
+    assert searcher.state().rounds == 4 and "hard" in searcher.state().dropped
+    assert not searcher.needed(13) and searcher.needed(12)  # hard's run ahead no longer counts
+
+    # a failed run: its strategy gets no further run of the block, and is dropped when its round completes
+    failing = RaceSearcher(plan, {}, {}, 0, lambda: False, lambda _: None, log=lambda _: None)
+    failing.suggest("a")  # run 0: infonce, round 1
+    failing.on_trial_complete("a", {"epoch": 2, "stop_reason": "collapsed embeddings"})
+    rest = []
+    while (config := failing.suggest(f"b{len(rest)}")) is not None:
+        rest.append(config[TRIAL_KEY])
+    assert rest == [1, 2, 4, 5, 7, 8]
+
+
+def test_a_spent_time_budget_lets_the_round_in_flight_finish_and_runs_nothing_after_it():
+    from sweep.study import TRIAL_KEY, RaceSearcher
+
+    finalists = confirm.choose_finalists([_record(0, "infonce", [0.8]), _record(1, "hard", [0.7])], METRIC, "max", 1)
+    plan = confirm.RacePlan("s", METRIC, "max", 4, 1, race.Rules(max_seeds=6, min_seeds=2),
+                            confirm.confirm_seeds(0, 6), finalists, {})
+    spent, recorded = [False], []
+    searcher = RaceSearcher(plan, {}, {}, 0, lambda: spent[0], recorded.append, log=lambda _: None)
+    assert [searcher.suggest(f"t{i}")[TRIAL_KEY] for i in range(4)] == [0, 1, 2, 3]  # rounds 1 and 2
+    spent[0] = True
+    assert searcher.suggest("t4") is None and searcher.last_round == 1  # round 1 is in flight: it finishes
+    assert searcher.needed(0) and not searcher.needed(2)
+    for i, score in enumerate((0.80, 0.81)):
+        searcher.on_trial_complete(f"t{i}", {"epoch": 4, METRIC: score, "test_" + METRIC: score})
+    assert searcher.suggest("t5") == RaceSearcher.FINISHED
+    assert recorded[-1].stopped_after == 1 and searcher.state().stopped == "time budget"
+
+
 def test_a_runs_outcome_is_read_from_its_last_row():
     final = {"epoch": 4, METRIC: 0.8, "test_" + METRIC: 0.75}
     assert confirm.outcome_of(final, METRIC, 4) == race.Outcome(0.8, 0.75)

@@ -267,7 +267,7 @@ def test_reconcile_brings_the_study_up_to_date_from_the_checkpoints(tmp_path):
     ledger.tell(study, study.trials[7], Outcome(TrialState.FAIL, None, "error"))
     before6 = study.trials[6]
 
-    scheduler = make_scheduler("asha", epochs)
+    scheduler = make_scheduler("asha", epochs, grace_period=1)
     scheduler.set_search_properties(METRIC, "max")
     saved = ledger.newest_checkpoints(str(exp))
     resumable = ledger.reconcile(study, saved, scheduler, epochs, METRIC, _rebuild)
@@ -291,7 +291,7 @@ def test_reconcile_brings_the_study_up_to_date_from_the_checkpoints(tmp_path):
     assert by_number[8].config == {"rebuilt": True}
 
     # a second reconcile (a second resume after another kill) finds nothing new to tell
-    again = ledger.reconcile(study, saved, make_scheduler("asha", epochs), epochs, METRIC, _rebuild)
+    again = ledger.reconcile(study, saved, make_scheduler("asha", epochs, grace_period=1), epochs, METRIC, _rebuild)
     assert [r.number for r in again] == [3, 4, 5, 8]
     assert [s.state for s in study.get_trials()] == [s.state for s in t]
 

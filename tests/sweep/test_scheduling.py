@@ -12,7 +12,7 @@ from sweep.plan import budget_warnings
 from sweep.scheduling import TIME_ATTR, make_scheduler
 from trainables.tune_entry import TRIAL_KEY
 
-METRIC, MODE, EPOCHS = "linear_acc", "max", 8  # rungs at epochs 1, 2, 4
+METRIC, MODE, EPOCHS = "linear_acc", "max", 8
 
 
 def curve(strategy: str, k: int, epoch: int) -> float:
@@ -59,7 +59,7 @@ def reached(histories, strategy):
 
 
 def scheduler(kind):
-    s = make_scheduler(kind, EPOCHS)
+    s = make_scheduler(kind, EPOCHS, grace_period=1)  # rungs at epochs 1, 2, 4: the mechanics, not the default
     s.set_search_properties(METRIC, MODE)
     return s
 
@@ -125,13 +125,13 @@ def test_too_few_trials_per_strategy_is_warned_about():
 
 
 def test_pooled_asha_that_cannot_bring_every_strategy_to_the_full_budget_is_warned_about():
-    # 10 strategies x 3 trials, rungs at 2, 4, 8: about 30 / 8 = 3.8 trials reach 12 epochs, fewer than 10
-    shares = dict.fromkeys((f"s{i}" for i in range(10)), 3)
-    lines = budget_warnings("pooled_asha", 12, shares)
-    assert len(lines) == 1 and "about 3.8 of 30 trials" in lines[0]
-    assert budget_warnings("asha", 12, shares) == []  # per strategy, the first at each rung always passes
-    assert budget_warnings("fifo", 12, shares) == []
-    assert budget_warnings("pooled_asha", 12, dict.fromkeys(("a", "b"), 8)) == []  # 16 / 8 = 2 reach it
+    # 10 strategies x 1 trial, a rung at 6 of 12 epochs: about 10 / 2 = 5 trials reach the full budget, fewer than 10
+    shares = dict.fromkeys((f"s{i}" for i in range(10)), 1)
+    lines = [line for line in budget_warnings("pooled_asha", 12, shares) if "pooled" in line]
+    assert len(lines) == 1 and "about 5.0 of 10 trials" in lines[0]
+    assert not [line for line in budget_warnings("asha", 12, shares) if "pooled" in line]  # the first always passes
+    assert budget_warnings("fifo", 12, dict.fromkeys(shares, 3)) == []
+    assert budget_warnings("pooled_asha", 12, dict.fromkeys(("a", "b"), 4)) == []  # 8 / 2 = 4 reach it
 
 
 def test_every_strategy_reaches_the_full_budget_under_asha_whatever_the_arrival_order():

@@ -35,7 +35,7 @@ METRIC, MODE = "linear_acc", "max"
 
 def _asha(epochs=8):
     """Ray's pooled ASHA, made durable: the rung system each strategy of the default scheduler has its own of."""
-    scheduler = make_scheduler("pooled_asha", epochs)
+    scheduler = make_scheduler("pooled_asha", epochs, grace_period=1)
     scheduler.set_search_properties(METRIC, MODE)
     return scheduler
 
