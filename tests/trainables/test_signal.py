@@ -3,6 +3,8 @@ a user's own .npz; views that keep the shape and depend only on the seed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from trainables.datasets import DatasetNotFoundError
 from trainables.errors import UserError
 from trainables.evaluation import linear_probe_accuracy
 from trainables.tasks.signal.augment import SignalAugment
-from trainables.tasks.signal.data import check_signal_dataset, load_signal_data, mnist1d_signals
+from trainables.tasks.signal.data import check_signal_dataset, load_signal_data, mnist1d_cache_file, mnist1d_signals
 from trainables.tasks.signal.models import Conv1dEncoder
 
 
@@ -30,13 +32,30 @@ def test_mnist1d_is_the_papers_dataset_split_70_15_15_and_standardised(data):
     assert abs(float(data.train.signals.mean())) < 1e-5 and abs(float(data.train.signals.std()) - 1) < 1e-3
 
 
-def test_generation_leaves_numpys_global_state_alone():
+def test_generation_leaves_numpys_global_state_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached file: really generate
     np.random.seed(123)
     expected = np.random.rand()
     np.random.seed(123)
     mnist1d_signals.cache_clear()
     mnist1d_signals()
     assert np.random.rand() == expected
+
+
+def test_the_generated_signals_are_kept_in_the_cache_folder_and_a_damaged_file_is_made_again(tmp_path, monkeypatch):
+    x, y = mnist1d_signals()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = Path(mnist1d_cache_file())
+    assert cache.parent.parent == tmp_path and not cache.exists()
+    for _ in range(2):  # generated and written, then read back
+        mnist1d_signals.cache_clear()
+        again, labels = mnist1d_signals()
+        assert cache.exists() and np.array_equal(again, x) and np.array_equal(labels, y)
+        assert not again.flags.writeable
+    cache.write_bytes(b"not an npz")
+    mnist1d_signals.cache_clear()
+    assert np.array_equal(mnist1d_signals()[0], x) and np.load(cache)["x"].shape == x.shape
+    mnist1d_signals.cache_clear()
 
 
 def test_splits_follow_the_seed_and_the_limit_keeps_classes(data):

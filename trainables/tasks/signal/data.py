@@ -21,6 +21,7 @@ import torch
 
 from trainables.datasets import TEST_FRACTION, DatasetNotFoundError, holdout, stratified_head, three_way_split
 from trainables.errors import UserError
+from trainables.files import write_atomic
 
 DATASETS: tuple[str, ...] = ("mnist1d", "npz")
 NPZ_FILE = "signals.npz"
@@ -92,8 +93,36 @@ def load_signal_data(name: str, root: str | None = None, *, seed: int = 0, val_f
 @functools.lru_cache(maxsize=1)
 def mnist1d_signals() -> tuple[np.ndarray, np.ndarray]:
     """MNIST-1D's 5,000 signals ``(n, 1, 40)`` and labels, as its package generates them (its own seed 42; numpy's
-    global random state, which the package reseeds, is restored afterwards). Generating takes about 2 s, so a worker
-    that runs trial after trial makes them once; they are read-only (``load_signal_data`` copies what it keeps)."""
+    global random state, which the package reseeds, is restored afterwards); read-only (``load_signal_data`` copies
+    what it keeps). Generating takes about 2 s, which every fresh worker process would pay before its first epoch,
+    so the result is kept in a file (:func:`mnist1d_cache_file`) and made once per process at most."""
+    cache = mnist1d_cache_file()
+    try:
+        with np.load(cache) as saved:
+            x, y = saved["x"], saved["y"]
+        if x.shape != (5000, 1, 40) or y.shape != (5000,):
+            raise ValueError(f"{cache} holds arrays of the wrong shape")
+    except (OSError, ValueError, KeyError):  # absent, unreadable or damaged: make them (and the file) again
+        x, y = _generate_mnist1d()
+        try:
+            write_atomic(cache, lambda f: np.savez(f, x=x, y=y))
+        except OSError:
+            pass  # a read-only home: generate each time
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def mnist1d_cache_file() -> str:
+    """Where the generated signals are kept: the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), under a
+    name that changes with the ``mnist1d`` version (which fixes its default settings), so a stale file is never
+    read. The version is read from the package's metadata: importing ``mnist1d`` alone takes 0.6 s."""
+    from importlib.metadata import version
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "contrastive-sweeps", f"mnist1d-{version('mnist1d')}.npz")
+
+
+def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     state = np.random.get_state()
@@ -103,7 +132,6 @@ def mnist1d_signals() -> tuple[np.ndarray, np.ndarray]:
         np.random.set_state(state)
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float64)[:, None, :]
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
-    x.flags.writeable = y.flags.writeable = False
     return x, y
 
 
