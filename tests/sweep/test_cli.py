@@ -458,6 +458,28 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("thread", [False, True])
+def test_the_console_script_exits_with_mains_code_after_the_atexit_handlers(thread, tmp_path):
+    # entry() skips the interpreter's teardown, never the atexit handlers (Ray's shutdown) nor a working thread
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "import atexit, sys, threading, time\n"
+        "import sweep.cli as cli\n"
+        "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "def main():\n"
+        f"    if {thread}:\n"
+        "        threading.Thread(target=lambda: (time.sleep(0.5), print('thread done', flush=True))).start()\n"
+        "    sys.stdout.write('buffered answer')\n"
+        "    return 3\n"
+        "cli.main = main\n"
+        "cli.entry()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.startswith("buffered answer") and "atexit ran" in proc.stdout, proc.stdout
+    assert ("thread done" in proc.stdout) == thread, proc.stdout
+
+
 def test_trial_resources_come_from_the_command_line_else_the_study_else_the_cluster():
     from dataclasses import replace
 
