@@ -1,10 +1,11 @@
-"""Wall time and peak memory of the default sweep (what `make run` runs) and of `sweep report` on it.
+"""Wall time and peak memory of the default run (what `make run` runs) and of `sweep report` on its sweep.
 
 Usage: ``.venv/bin/python benchmarks/default_run.py [--smoke] [--out PATH] [--keep DIR] [--period S]``
 
-Runs, as subprocesses of the real CLI, ``sweep run --space digits --storage TMP --name default`` (`make run` is
-``sweep run --space digits`` into ./sweeps under a dated name; only the place differs) and then
-``sweep report default --storage TMP``, each with a fresh local Ray (RAY_ADDRESS is dropped). While each runs, its
+Runs, as subprocesses of the real CLI, ``sweep run --space mnist1d --confirm --storage TMP --name default`` (`make
+run` is the same into ./sweeps under a dated name; only the place differs): the sweep, the race of its finalists and
+the report, in one driver; then ``sweep report default --storage TMP`` again on its own, each with a fresh local Ray
+(RAY_ADDRESS is dropped). While each runs, its
 whole process tree (the driver, Ray's daemons and Ray's workers) is sampled with psutil (Ray's vendored copy when
 psutil itself is not installed) every ``--period`` seconds (0.2): the sum of RSS over the tree, the driver's own RSS,
 and every 10th sample the sum of PSS. RSS counts a page shared between processes (torch's libraries in every worker,
@@ -16,9 +17,9 @@ processes and RSS per kind at the peak, CPU seconds per kind of process (each pr
 most one period) and the sampler's own CPU time (about 5% of one core at 0.2 s). Prints a Markdown table and
 writes benchmarks/results/default_run.json (atomically) with the commands, date, machine and load average.
 
-A full run takes minutes (30 trials, up to 12 epochs, 2 at a time on 2 cores) and needs an otherwise idle machine for
-figures worth quoting; ``--smoke`` runs ``--smoke-test`` (4 trials x 2 epochs on a sliver of the data, under a
-minute) and writes the JSON to a temporary file instead of benchmarks/results.
+A full run takes minutes (30 trials of up to 8 epochs, 2 at a time on 2 cores, then a race of up to 10 rounds) and
+needs an otherwise idle machine for figures worth quoting; ``--smoke`` runs ``--smoke-test`` (4 trials x 2 epochs on
+a sliver of the data, no race, under a minute) and writes the JSON to a temporary file instead of benchmarks/results.
 """
 
 from __future__ import annotations
@@ -308,12 +309,11 @@ def _main(args: argparse.Namespace) -> int:
     name = "default"
     load_before = os.getloadavg()
     try:
-        run_cmd = [str(exe), "run", "--space", "digits", "--storage", str(storage), "--name", name]
-        if args.smoke:
-            run_cmd.append("--smoke-test")
+        run_cmd = [str(exe), "run", "--space", "mnist1d", "--storage", str(storage), "--name", name]
+        run_cmd.append("--smoke-test" if args.smoke else "--confirm")
         report_cmd = [str(exe), "report", name, "--storage", str(storage)]
         results = []
-        for label, cmd in (("`sweep run --space digits`" + (" --smoke-test" if args.smoke else ""), run_cmd),
+        for label, cmd in ((f"`sweep run --space mnist1d {run_cmd[-1]}`", run_cmd),
                            ("`sweep report`", report_cmd)):
             print(f"running {label} ...", flush=True)
             log = work / f"{cmd[1]}.log"
@@ -323,6 +323,8 @@ def _main(args: argparse.Namespace) -> int:
                       f"its last lines:\n{tail(log)}", file=sys.stderr)
                 return 1
             r["output_tail"] = tail(log, 8).splitlines()
+            r["sweep_summary"] = next((line.strip() for line in log.read_text(errors="replace").splitlines()
+                                       if "trial-epochs of" in line), "")
             results.append((label, r))
         load_after = os.getloadavg()
     finally:
@@ -331,9 +333,11 @@ def _main(args: argparse.Namespace) -> int:
     report = table(results)
     print()
     print(report)
-    summary = next((line for line in results[0][1]["output_tail"] if "trial-epochs" in line), "")
+    summary = results[0][1]["sweep_summary"]
     if summary:
         print(f"\nsweep: {summary.strip()}")
+    if not args.smoke and results[0][1]["output_tail"]:
+        print(f"answer: {results[0][1]['output_tail'][-1].strip()}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; RSS sums count shared pages once "
           "per process (PSS does not)")
     payload = {

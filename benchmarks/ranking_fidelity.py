@@ -383,6 +383,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_result(ref: dict[str, Any], runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
+                 argv: Sequence[str] | None, out_dir: Path) -> tuple[str, dict[str, bool]]:
+    """Summarise the search seeds run so far and write the JSON and the figure; returns the tables and the goals."""
+    summary = {k: summarise(v, ref) for k, v in runs.items()}
+    ours_s, stock_s = summary["ours"], summary["stock"]
+    goal = {
+        "winner_always_in_top_set": ours_s["winner_in_top_set"] == 1.0,
+        "tau_at_least_0.7": ours_s["tau_mean"] >= 0.7,
+        "at_most_25pct_of_reference": ours_s["trial_epochs_share"] <= 0.25,
+        "beats_stock_on_agreement": ours_s["winner_in_top_set"] >= stock_s["winner_in_top_set"]
+        and ours_s["tau_mean"] > stock_s["tau_mean"],
+    }
+    result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+              "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "reference": ref,
+              "search_seeds_done": len(runs["ours"]), "search_seeds_asked": args.search_seeds,
+              "runs": runs, "summary": summary, "goal": goal, "smoke": args.smoke}
+    write_atomic(out_dir / "ranking_fidelity.json", (json.dumps(result, indent=2) + "\n").encode())
+    write_atomic(out_dir / "ranking_fidelity.png", plot(ref, summary))
+    return tables(ref, summary), goal
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -411,22 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asha_rate = spent / sum(r["trials"] for r in runs["stock"])
             print(f"search seed {seed}: ours {c['winner']} ({c['trial_epochs']} trial-epochs), random {b['winner']} "
                   f"({b['trial_epochs']}), stock {a['winner']} ({a['trial_epochs']})", flush=True)
-        summary = {k: summarise(v, ref) for k, v in runs.items()}
-        ours_s, stock_s = summary["ours"], summary["stock"]
-        goal = {
-            "winner_always_in_top_set": ours_s["winner_in_top_set"] == 1.0,
-            "tau_at_least_0.7": ours_s["tau_mean"] >= 0.7,
-            "at_most_25pct_of_reference": ours_s["trial_epochs_share"] <= 0.25,
-            "beats_stock_on_agreement": ours_s["winner_in_top_set"] >= stock_s["winner_in_top_set"]
-            and ours_s["tau_mean"] > stock_s["tau_mean"],
-        }
-        text = tables(ref, summary)
+            # written after every seed: a long run cut short keeps the seeds it finished
+            text, goal = write_result(ref, runs, args, argv, out_dir)
         print("\n" + text + "\n\ngoal: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goal.items()))
-        result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
-                  "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "reference": ref,
-                  "runs": runs, "summary": summary, "goal": goal, "smoke": args.smoke}
-        write_atomic(out_dir / "ranking_fidelity.json", (json.dumps(result, indent=2) + "\n").encode())
-        write_atomic(out_dir / "ranking_fidelity.png", plot(ref, summary))
         print(f"written: {out_dir / 'ranking_fidelity.json'}, {out_dir / 'ranking_fidelity.png'}")
         return 0
     except Failed as exc:
