@@ -237,8 +237,11 @@ class Run:
         )
         if args.dry_run:
             from sweep.plan import describe_plan, plan
+            from sweep.runner import check_run
 
-            text = describe_plan(plan(settings))
+            p = plan(settings)
+            check_run(p, probe_storage=False)  # refused here as the run itself would be (name, tracker, Ray, CPUs)
+            text = describe_plan(p)
             print(json.dumps(text, indent=2) if args.json else text["text"])
             return 0
         return _then_json(args, lambda out: run(settings, out=out), settings)

@@ -5,7 +5,8 @@ session killed at any moment is continued by the next one: finished trials stay 
 from their newest checkpoint under their own number, and new trials are asked for until the budget is spent.
 
 Other commands that run trials on Tune (`sweep confirm`) use :func:`drive_session`, :func:`fit` and
-:class:`Interrupt` (``__all__``, with `run` and `resume`), and nothing else of this module.
+:class:`Interrupt` (``__all__``, with `run`, `resume` and `check_run`, which a dry run shares), and nothing else of
+this module.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from sweep.storage import check_writable, command, is_uri, join, list_names, rea
 from trainables.errors import UserError
 from trainables.tasks import DEFAULT_TASK, get_task
 
-__all__ = ["Interrupt", "drive_session", "fit", "resume", "run"]
+__all__ = ["Interrupt", "check_run", "drive_session", "fit", "resume", "run"]
 
 HEARTBEAT_S = 5.0
 
@@ -55,10 +56,7 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
     """`sweep run`: a new sweep. Everything that can be checked is checked before the sweep directory is claimed,
     so a refused run writes nothing and never takes the name."""
     p = plan(s)
-    check_name(p.name)
-    _check_new(p)
-    check_writable(p.storage, "--storage")
-    check_can_start(s, p.study)
+    check_run(p)
     for line in p.warnings():
         print(line, file=out, flush=True)
     with claim(p.exp, creating=True):
@@ -67,6 +65,16 @@ def run(s: SweepSettings, out=sys.stdout) -> int:
         errors.resume_with(command("resume", p.name, p.storage))
         ledger.create_study(p.exp, p.name, p.study.mode, p.study.metric)
         return _then(p, _session(p, out), out)
+
+
+def check_run(p: Plan, *, probe_storage: bool = True) -> None:
+    """Everything `sweep run` checks before it claims the name. A dry run (``probe_storage=False``) leaves out the one
+    check that writes, a probe file in the storage, and so may miss a storage that cannot be written."""
+    check_name(p.name)
+    _check_new(p)
+    if probe_storage:
+        check_writable(p.storage, "--storage")
+    check_can_start(p.settings, p.study)
 
 
 def _check_new(p: Plan) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -88,6 +89,20 @@ def test_a_dry_run_writes_nothing_and_starts_no_ray(tmp_path):
     assert not (tmp_path / "store").exists() and not ray_tmp.exists()
     text = _sweep("run", "--dry-run", "--smoke-test", "--storage", str(tmp_path / "store")).stdout
     assert "nothing is written by --dry-run" in text and "warning: 10 of 10 strategies get fewer than 3" in text
+
+
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path):
+    taken = tmp_path / "store" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("not a sweep")
+    refused = [["--name", "taken"], ["--cpus-per-trial", "512"]]
+    if importlib.util.find_spec("wandb") is None:
+        refused.append(["--tracker", "wandb"])
+    for args in refused:
+        dry = _sweep("run", "--dry-run", "--storage", str(tmp_path / "store"), *args)
+        assert dry.returncode == 2 and len(dry.stderr.strip().splitlines()) == 1, (args, dry.stderr)
+        assert "Traceback" not in dry.stderr and not dry.stdout, (args, dry.stdout)
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["taken"]
 
 
 def test_the_api_refuses_an_unknown_option_in_one_line():
