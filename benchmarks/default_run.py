@@ -5,17 +5,17 @@ Usage: ``.venv/bin/python benchmarks/default_run.py [--smoke] [--out PATH] [--ke
 Runs, as subprocesses of the real CLI, ``sweep run --space mnist1d --confirm --storage TMP --name default`` (`make
 run` is the same into ./sweeps under a dated name; only the place differs): the sweep, the race of its finalists and
 the report, in one driver; then ``sweep report default --storage TMP`` again on its own, each with a fresh local Ray
-(RAY_ADDRESS is dropped). While each runs, its
-whole process tree (the driver, Ray's daemons and Ray's workers) is sampled with psutil (Ray's vendored copy when
-psutil itself is not installed) every ``--period`` seconds (0.2): the sum of RSS over the tree, the driver's own RSS,
-and every 10th sample the sum of PSS. RSS counts a page shared between processes (torch's libraries in every worker,
-Ray's object store in /dev/shm) once per process, so the RSS sum over-states what the tree needs; PSS splits each
-shared page among its users, so its sum does not (a PSS pass is slower, hence rarer, and may miss a short peak).
-Also recorded: the largest RSS that any single process reached among the driver and the descendants it reaped, as
-the kernel counts it (what ``/usr/bin/time -v`` calls "Maximum resident set size": the README's figures), the
-processes and RSS per kind at the peak, CPU seconds per kind of process (each process's last sample: it loses at
-most one period) and the sampler's own CPU time (about 5% of one core at 0.2 s). Prints a Markdown table and
-writes benchmarks/results/default_run.json (atomically) with the commands, date, machine and load average.
+(RAY_ADDRESS is dropped). While each runs, its whole process tree (the driver, Ray's daemons and Ray's workers) is
+sampled with psutil (Ray's vendored copy when psutil itself is not installed) every ``--period`` seconds (0.2): the
+sum of RSS over the tree, the driver's own RSS, and every 10th sample the sum of PSS. RSS counts a page shared between
+processes (torch's libraries in every worker, Ray's object store in /dev/shm) once per process, so the RSS sum
+over-states what the tree needs; PSS splits each shared page among its users, so its sum does not (a PSS pass is
+slower, hence rarer, and may miss a short peak). Also recorded: the largest RSS that any single process reached among
+the driver and the descendants it reaped, as the kernel counts it (what ``/usr/bin/time -v`` calls "Maximum resident
+set size": the README's figures), the processes and RSS per kind at the peak, CPU seconds per kind of process (each
+process's last sample: it loses at most one period) and the sampler's own CPU time (about 5% of one core at 0.2 s).
+Prints a Markdown table and writes benchmarks/results/default_run.json (atomically) with the commands, date, machine
+and load average.
 
 A full run takes minutes (30 trials of up to 8 epochs, 2 at a time on 2 cores, then a race of up to 10 rounds) and
 needs an otherwise idle machine for figures worth quoting; ``--smoke`` runs ``--smoke-test`` (4 trials x 2 epochs on
