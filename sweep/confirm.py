@@ -131,6 +131,11 @@ class RacePlan:
         return race.answer(self.finalists, self.rules, self.seeds, outcomes, self.metric, self.mode,
                            self.stopped_after)
 
+    def state(self, outcomes: Mapping[int, race.Outcome]) -> race.State:
+        """Where the race stands (the answer's state, without its intervals and bootstrap: cheap enough for every
+        poll of the searcher and every epoch the race's scheduler sees)."""
+        return race.replay(self.finalists, self.rules, outcomes, self.mode, self.stopped_after)
+
 
 def load(exp: str) -> RacePlan | None:
     """The race of a sweep, or None when it was never confirmed."""
@@ -247,7 +252,7 @@ def confirm(
         p.settings.address = address
     if max_concurrent is not None:
         p.settings.max_concurrent = max_concurrent
-    state = plan.answer(plan.outcomes(ledger.newest_checkpoints(cdir))).state
+    state = plan.state(plan.outcomes(ledger.newest_checkpoints(cdir)))
     code = 0
     if fresh or not state.finished:  # a finished race is only shown: nothing is written
         if not state.finished:
@@ -256,7 +261,7 @@ def confirm(
             if fresh and load(p.exp) is None:  # not created by another driver meanwhile
                 write_atomic(join(cdir, PLAN_FILE), plan.to_json())
             plan = load(p.exp)
-            if not plan.answer(plan.outcomes(ledger.newest_checkpoints(cdir))).state.finished:
+            if not plan.state(plan.outcomes(ledger.newest_checkpoints(cdir))).finished:
                 from sweep.runner import drive_session
 
                 code = drive_session(cdir, p.settings, lambda k, driver: _drive(p, plan, k, driver, out))
@@ -288,7 +293,7 @@ def _drive(p: Any, plan: RacePlan, session: int, driver: dict[str, Any], out: An
     saved = ledger.newest_checkpoints(cdir)
     ledger.remove_leftovers(cdir, saved)
     outcomes = plan.outcomes(saved)
-    state = plan.answer(outcomes).state
+    state = plan.state(outcomes)
     started = time.time() - ledger.time_spent(driver)
     budget = plan.time_budget_s
 

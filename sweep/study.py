@@ -266,7 +266,7 @@ class RaceSearcher(Searcher):
         self._rounds = self.state().rounds
 
     def state(self) -> Any:
-        return self.plan.answer(self.outcomes).state
+        return self.plan.state(self.outcomes)
 
     def _end(self) -> int:
         """One past the last round (0-based) that may run now."""

@@ -110,7 +110,7 @@ def race_rows(sweep: str, plan: Any, saved: Mapping[int, Any]) -> list[dict[str,
     seed, state and every final metric (``plan``: a :class:`sweep.confirm.RacePlan`)."""
     from sweep.confirm import outcome_of
 
-    race = plan.answer(plan.outcomes(saved)).state
+    race = plan.state(plan.outcomes(saved))
     rows = []
     for number in sorted(set(saved) | set(plan.failed)):
         finalist, seed, config = plan.run(number)
