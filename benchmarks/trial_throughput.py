@@ -98,26 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     loop = PlainLoop(trial)
     items = (len(trial.splits["pretrain"][0]) // args.batch_size) * args.batch_size * 2  # both views
 
-    def time_trial(epoch: int) -> float:
+    epochs = {"trial": trial.train_epoch, "loop": loop.epoch}
+
+    def timed(name: str, epoch: int) -> float:
         _sync(args.device)
         start = time.perf_counter()
-        trial.train_epoch(epoch)
+        epochs[name](epoch)
         _sync(args.device)
         return time.perf_counter() - start
 
-    def time_loop(epoch: int) -> float:
-        _sync(args.device)
-        start = time.perf_counter()
-        loop.epoch(epoch)
-        _sync(args.device)
-        return time.perf_counter() - start
-
-    time_trial(0), time_loop(0)  # warm-up: first-call costs, caches
+    timed("trial", 0), timed("loop", 0)  # warm-up: first-call costs, caches
     rates = {"trial": [], "loop": []}
     for r in range(1, args.rounds + 1):
-        order = (("trial", time_trial), ("loop", time_loop)) if r % 2 else (("loop", time_loop), ("trial", time_trial))
-        for name, run in order:
-            rates[name].append(items / run(r))
+        for name in ("trial", "loop") if r % 2 else ("loop", "trial"):
+            rates[name].append(items / timed(name, r))
     trial_rate, loop_rate = statistics.median(rates["trial"]), statistics.median(rates["loop"])
     ratio = float(np.median(np.array(rates["trial"]) / np.array(rates["loop"])))
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({platform.processor() or 'x86_64'}, "\
