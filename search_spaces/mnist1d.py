@@ -36,5 +36,5 @@ STUDY = Study(
     name="mnist1d",
     description="every two-view strategy on MNIST-1D signals (embedded, generated offline); ranks by linear_acc",
     space=space,
-    num_samples=30,
+    num_samples=40,
 )

@@ -164,7 +164,7 @@ def _ci(i: race.Interval | None) -> str:
 
 
 def table(a: race.Answer) -> tuple[list[str], list[list[str]]]:
-    """One row per strategy: the survivors best first, then the dropped (the latest first)."""
+    """One row per strategy: the survivors best first, then the dropped, best first over the rounds all of them ran."""
     m = a.metric
     header = ["rank", "strategy", "status", "seeds", f"validation {m}: mean [95% CI]", "P(best)",
               f"test {m}: mean [95% CI]", "configuration"]

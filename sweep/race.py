@@ -236,7 +236,7 @@ class Answer:
     rules: Rules
     seeds: list[int]  # the seeds of the rounds run so far
     state: State
-    entries: list[Entry]  # the survivors, best mean first, then the dropped (the latest dropped first)
+    entries: list[Entry]  # the survivors, best mean first, then the dropped (best mean over their shared rounds first)
     runs_done: int
 
     @property
@@ -304,6 +304,16 @@ def answer(
     def values(s: str, key: str) -> list[float]:
         return scored(s, state.rounds, key)[1]
 
+    # The dropped are ranked by their mean over the rounds all of them ran, paired on the same seeds; not by when
+    # they were dropped, which follows their spread as much as their mean (a noisy strategy survives longer).
+    # Strategies whose run failed come after every scored one.
+    on_score = [d.after_round for d in state.dropped.values() if d.against]
+    shared = min(on_score, default=0)
+
+    def dropped_rank(s: str) -> tuple[int, float]:
+        vals = scored(s, shared, "val")[1] if state.dropped[s].against else []
+        return (0, -sign * float(np.mean(vals))) if vals else (1, -state.dropped[s].after_round)
+
     alive = list(state.alive)
     chance = p_best({s: values(s, "val") for s in alive}, mode) if state.rounds else {}
     order = sorted(alive, key=lambda s: (-sign * float(np.mean(values(s, "val"))) if values(s, "val") else math.inf,
@@ -316,12 +326,7 @@ def answer(
         entries.append(Entry(s, finalists[names.index(s)], status, interval(vals), interval(tests), chance.get(s),
                              run_seeds, vals, tests))
     dropped = {s: scored(s, state.dropped[s].after_round, "val") for s in state.dropped}
-
-    def lasted(s: str) -> tuple[int, float]:  # the later dropped first; in a round, the better mean first
-        vals = dropped[s][1]
-        return -state.dropped[s].after_round, -sign * float(np.mean(vals)) if vals else math.inf
-
-    for s in sorted(dropped, key=lambda s: (*lasted(s), names.index(s))):
+    for s in sorted(dropped, key=lambda s: (*dropped_rank(s), names.index(s))):
         entries.append(Entry(s, finalists[names.index(s)], "dropped", interval(dropped[s][1]), None, None,
                              dropped[s][0], dropped[s][1], drop=state.dropped[s]))
     return Answer(metric, mode, rules, list(seeds[: state.rounds]), state, entries, len(outcomes))

@@ -84,8 +84,8 @@ def test_a_dry_run_writes_nothing_and_starts_no_ray(tmp_path):
                  env={"RAY_TMPDIR": str(ray_tmp)})
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
-    assert plan["strategies"] == dict.fromkeys(plan["strategies"], 3) and len(plan["strategies"]) == 10
-    assert plan["trial_epochs_at_most"] == 240 and plan["race"]["trial_epochs_at_most"] == 800
+    assert plan["strategies"] == dict.fromkeys(plan["strategies"], 4) and len(plan["strategies"]) == 10
+    assert plan["trial_epochs_at_most"] == 320 and plan["race"]["trial_epochs_at_most"] == 800
     assert not (tmp_path / "store").exists() and not ray_tmp.exists()
     text = _sweep("run", "--dry-run", "--smoke-test", "--storage", str(tmp_path / "store")).stdout
     assert "nothing is written by --dry-run" in text and "warning: 10 of 10 strategies get fewer than 3" in text

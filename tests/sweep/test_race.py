@@ -67,6 +67,19 @@ def test_one_survivor_is_the_winner_and_the_dropped_show_no_test_score():
     assert answer.seeds == [1, 2, 3]
 
 
+def test_the_dropped_rank_by_their_paired_mean_over_shared_rounds_not_by_when_they_were_dropped():
+    names = ("a", "steady", "noisy", "broken")
+    rules = Rules(max_seeds=10, min_seeds=3)
+    done = outcomes({"a": 0.90, "steady": 0.85, "noisy": 0.70, "broken": 0.5}, rounds=6, noise=0.001, names=names)
+    for r, v in enumerate((0.95, 0.40, 0.95, 0.40, 0.30, 0.30)):  # far worse on average, but too noisy to drop early
+        done[race.run_number(r, 2, 4)] = Outcome(v, 0.5)
+    done[race.run_number(0, 3, 4)] = Outcome(failed="non-finite loss at epoch 1")
+    answer = race.answer(finalists(names), rules, list(range(1, 11)), done, "acc", "max")
+    drops = answer.state.dropped
+    assert drops["steady"].after_round == 3 and drops["noisy"].after_round > 3 and drops["broken"].after_round == 1
+    assert [e.strategy for e in answer.entries] == ["a", "steady", "noisy", "broken"]
+
+
 def test_minimising_and_a_failed_run_drop_the_right_strategies():
     rules = Rules(max_seeds=10, min_seeds=3)
     done = outcomes({"a": 0.2, "b": 0.21, "c": 0.9}, rounds=3)  # a loss: lower is better, c is far worse
