@@ -189,7 +189,9 @@ def headline(a: race.Answer) -> str:
         f"best on validation were dropped ({test}, alpha {r.alpha:g} Bonferroni-split over the rivals); at most "
         f"{r.max_seeds} rounds. Intervals are 95% Student's t over seeds; P(best) is a paired bootstrap over seeds of "
         f"the survivors' validation means. The test split never chooses: it is shown for the survivors only. "
-        f"{a.runs_done} runs done."
+        + (f"The dropped are ranked by their mean validation score over rounds 1 to {a.shared_rounds}, which all of "
+           f"them ran (paired), not by when they were dropped. " if a.shared_rounds else "")
+        + f"{a.runs_done} runs done."
     )
 
 

@@ -238,6 +238,7 @@ class Answer:
     state: State
     entries: list[Entry]  # the survivors, best mean first, then the dropped (best mean over their shared rounds first)
     runs_done: int
+    shared_rounds: int = 0  # the dropped are ranked by their mean over rounds 1..shared_rounds, which all of them ran
 
     @property
     def winner(self) -> str | None:
@@ -329,4 +330,4 @@ def answer(
     for s in sorted(dropped, key=lambda s: (*dropped_rank(s), names.index(s))):
         entries.append(Entry(s, finalists[names.index(s)], "dropped", interval(dropped[s][1]), None, None,
                              dropped[s][0], dropped[s][1], drop=state.dropped[s]))
-    return Answer(metric, mode, rules, list(seeds[: state.rounds]), state, entries, len(outcomes))
+    return Answer(metric, mode, rules, list(seeds[: state.rounds]), state, entries, len(outcomes), shared)

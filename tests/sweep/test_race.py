@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sweep import race
+from sweep import confirm, race
 from sweep.race import Finalist, Outcome, Rules
 
 NAMES = ("a", "b", "c")
@@ -78,6 +78,8 @@ def test_the_dropped_rank_by_their_paired_mean_over_shared_rounds_not_by_when_th
     drops = answer.state.dropped
     assert drops["steady"].after_round == 3 and drops["noisy"].after_round > 3 and drops["broken"].after_round == 1
     assert [e.strategy for e in answer.entries] == ["a", "steady", "noisy", "broken"]
+    assert answer.shared_rounds == 3
+    assert "ranked by their mean validation score over rounds 1 to 3" in confirm.headline(answer)
 
 
 def test_minimising_and_a_failed_run_drop_the_right_strategies():
