@@ -14,8 +14,9 @@ if str(ROOT) not in sys.path:  # loaded by `sweep run --space file.py:NAME`, and
 from search_spaces.mnist1d import STUDY  # noqa: E402
 
 # The reference: every trial to the full budget, TPE per strategy (12 trials each by the benchmark's --num-samples).
+# Every epoch scored: the rank agreement at epoch k (where ASHA's rung can go) is read from these trials.
 REFERENCE = replace(STUDY, name="reference", description="reference: TPE + FIFO, every trial to the full budget",
-                    scheduler="fifo")
+                    scheduler="fifo", eval_at_rungs=False)
 # Contender (b): random search, every trial to the full budget.
 RANDOM_FIFO = replace(STUDY, name="random_fifo", description="random search + FIFO", scheduler="fifo",
                       sampler="random")

@@ -29,6 +29,9 @@ class Study:
     scheduler: str = "asha"  # one of SCHEDULERS
     grid: Mapping[str, tuple[Any, ...]] | None = field(default=None)  # exhaustive grid instead of TPE
     sampler: str = "tpe"  # or "random": random search, the baseline (sweep.study.make_sampler); a grid overrides it
+    # Score validation only where the scheduler compares trials (ASHA's rungs) and at the last epoch, unless the
+    # space or `--set eval_every` says otherwise: a third or more of a small trial's time, but curves get fewer points.
+    eval_at_rungs: bool = False
     # Resources of one trial unless the command line says otherwise (None: 1 CPU; a whole GPU where there is one).
     # A fraction of a GPU packs trials of a small model onto one device.
     cpus_per_trial: float | None = None

@@ -67,6 +67,16 @@ def trial_overrides(s: SweepSettings, task: str = DEFAULT_TASK) -> dict[str, Any
     return {**out, **s.overrides}
 
 
+def rungs_of(scheduler: str, epochs: int) -> list[int]:
+    """The epochs at which ``scheduler`` compares trials (none for FIFO)."""
+    return asha_rungs(epochs) if scheduler in ("asha", "pooled_asha") else []
+
+
+def scoring_step(scheduler: str, epochs: int) -> int:
+    """The largest ``eval_every`` that still scores validation at every rung and at the last epoch."""
+    return math.gcd(epochs, *rungs_of(scheduler, epochs))
+
+
 def cpus_per_trial(s: SweepSettings, study: Study) -> float:
     """A trial's CPUs: its torch threads for the model and for the data pipeline (augmentation runs on the CPU)."""
     for value in (s.cpus_per_trial, study.cpus_per_trial):
@@ -220,6 +230,10 @@ def plan(s: SweepSettings) -> Plan:
             )
         strategies = (pinned,)
     overrides = trial_overrides(s, fixed.get("task", DEFAULT_TASK))
+    if study.eval_at_rungs and "eval_every" not in fixed and "eval_every" not in overrides:
+        epochs = parse_config({**fixed, "strategy": strategies[0], **overrides}).epochs
+        s = replace(s, overrides={**s.overrides, "eval_every": scoring_step(study.scheduler, epochs)})
+        overrides = trial_overrides(s, fixed.get("task", DEFAULT_TASK))
     for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
         _check_trial(study, strategy, fixed, overrides, every)
     cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
@@ -231,6 +245,12 @@ def plan(s: SweepSettings) -> Plan:
     if study.scheduler not in SCHEDULERS:
         raise UserError(f"study {study.name!r} asks for scheduler {study.scheduler!r}; set its scheduler to one of "
                         f"{', '.join(SCHEDULERS)}")
+    every_k = getattr(cfg, "eval_every", 1)
+    missed = [r for r in rungs_of(study.scheduler, cfg.epochs) if r % every_k]
+    if missed:
+        raise UserError(f"eval_every is {every_k}, so validation is not scored at ASHA's rung at epoch {missed[0]}, "
+                        f"where trials are compared; use --set eval_every={scoring_step(study.scheduler, cfg.epochs)} "
+                        f"(or any divisor of it)")
     num_samples = s.num_samples or (4 if s.smoke_test else study.num_samples)
     if num_samples < 1:
         raise UserError(f"`--num-samples` is {num_samples} but must be >= 1")
@@ -428,7 +448,7 @@ def describe_plan(p: Plan) -> dict[str, Any]:
     """
     n, k, epochs = p.num_samples, len(p.strategies), p.epochs
     shares = {s: n // k + (i < n % k) for i, s in enumerate(p.strategies)} if p.study.grid is None else None
-    rungs = asha_rungs(epochs) if p.study.scheduler in ("asha", "pooled_asha") else []
+    rungs = rungs_of(p.study.scheduler, epochs)
     cpus = cpus_per_trial(p.settings, p.study)
     gpus = p.settings.gpus_per_trial if p.settings.gpus_per_trial is not None else p.study.gpus_per_trial
     slots = p.settings.max_concurrent or (None if p.settings.address else max(1, int(local_cpus() // cpus)))

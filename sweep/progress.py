@@ -60,7 +60,9 @@ class Progress(Callback):
         if epoch > row["epoch"]:
             self.epoch_s.append((now - row["since"]) / (epoch - row["epoch"]))
             row["since"] = now
-        row["epoch"], row["score"] = epoch, result.get(self.metric, row["score"])
+        row["epoch"] = epoch
+        if finite(result.get(self.metric)):  # an epoch without a validation score (eval_every > 1) keeps the last
+            row["score"] = result[self.metric]
         self._note_best(trial, result)
         self._refresh()
 

@@ -35,7 +35,7 @@ from sweep.ranking import finite
 from sweep.scheduling import TIME_ATTR
 from trainables.errors import UserError
 from trainables.tasks import parse_config
-from trainables.tune_entry import RESUME_KEY, SESSION_KEY, TRIAL_KEY
+from trainables.tune_entry import METRIC_KEY, RESUME_KEY, SESSION_KEY, TRIAL_KEY
 
 
 def equal_share(strategies: Sequence[str], num_samples: int) -> list[dict[str, str]]:
@@ -197,7 +197,7 @@ class SweepSearcher(Searcher):
 
     def _start(self, trial_id: str, number: int, config: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
         self.live[trial_id] = number
-        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: checkpoint}
+        return {**config, TRIAL_KEY: number, SESSION_KEY: self.session, RESUME_KEY: checkpoint, METRIC_KEY: self.metric}
 
     def _get(self, number: int) -> optuna.trial.FrozenTrial:
         return self.study.get_trials(deepcopy=False)[number]

@@ -12,6 +12,7 @@ train` writes them (:func:`trainables.loop.scalars`): never Ray's bookkeeping (`
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -29,8 +30,10 @@ _OWN = ("trial", "session")  # what the trainable adds to its metrics to say whe
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """A Tune result's own metrics, as `sweep train` records them: Ray's keys and the sweep's position left out."""
-    return scalars({k: v for k, v in result.items() if k not in _OWN and k not in AUTO_RESULT_KEYS})
+    """A Tune result's own metrics, as `sweep train` records them: Ray's keys and the sweep's position left out, and
+    the NaN a trial publishes for its metric at an epoch it did not score (`sweep train` has no such entry)."""
+    return {k: v for k, v in scalars({k: v for k, v in result.items() if k not in _OWN and k not in AUTO_RESULT_KEYS})
+            .items() if math.isfinite(v)}
 
 
 class TensorBoard(TBXLoggerCallback):

@@ -40,7 +40,10 @@ from trainables.tasks import DEFAULT_TASK, get_task
 TRIAL_KEY = "sweep_trial"  # the trial's number in the sweep (its Optuna trial number), stable across resumes
 SESSION_KEY = "sweep_session"  # which driver session runs it (0 for `sweep run`, then 1, 2, ... per resume)
 RESUME_KEY = "sweep_resume"  # a checkpoint from an earlier session to continue from, or None
-SWEEP_KEYS = (TRIAL_KEY, SESSION_KEY, RESUME_KEY)
+# The score the sweep ranks on: Tune refuses a result without the metric its scheduler and searcher watch, so an
+# epoch where validation is not scored (``eval_every`` > 1) publishes it as NaN; the trial's own history leaves it out.
+METRIC_KEY = "sweep_metric"
+SWEEP_KEYS = (TRIAL_KEY, SESSION_KEY, RESUME_KEY, METRIC_KEY)
 
 STAGING_PREFIX = "sweep-staging"  # <temp folder>/sweep-staging-<uid>/<host>/<pid>/<trial id>/epoch_NNNNN/
 
@@ -100,6 +103,8 @@ def _run(config: dict[str, Any], sweep: dict[str, Any], staging: Path, task: Tas
         (stage / HISTORY_FILE).write_text(json.dumps(history))
         # Tune adds its own hostname, pid and timestamp to what it is given: hand it only ours.
         published = {**metrics, "trial": where["trial"], "session": where["session"]}
+        if sweep[METRIC_KEY] and sweep[METRIC_KEY] not in published:
+            published[sweep[METRIC_KEY]] = float("nan")
         # Ray copies the stage to <trial dir in storage>/checkpoint_NNNNNN (uploads it, for a URI) before this returns.
         tune.report(published, checkpoint=tune.Checkpoint.from_directory(str(stage)))
         shutil.rmtree(stage, ignore_errors=True)

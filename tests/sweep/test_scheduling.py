@@ -139,3 +139,20 @@ def test_every_strategy_reaches_the_full_budget_under_asha_whatever_the_arrival_
         evs = [(n, e) for e in range(1, EPOCHS + 1) for n in order]
         hist, _ = drive(scheduler("asha"), evs)
         assert max(reached(hist, "slow")) == EPOCHS and max(reached(hist, "fast")) == EPOCHS
+
+
+def test_a_study_scoring_at_its_rungs_gets_the_largest_step_that_hits_every_rung_and_a_miss_is_refused(tmp_path):
+    import pytest
+
+    from sweep.plan import SweepSettings, plan
+    from trainables.errors import UserError
+
+    def every(**kw):
+        return plan(SweepSettings(space="mnist1d", storage=str(tmp_path), **kw)).settings.overrides.get("eval_every")
+
+    assert every() == 4  # 8 epochs, one rung at 4: scored at 4 and 8 only
+    assert every(epochs=12) == 6
+    assert every(overrides={"eval_every": 2}) == 2  # the user's choice stands
+    assert plan(SweepSettings(space="digits", storage=str(tmp_path))).settings.overrides.get("eval_every") is None
+    with pytest.raises(UserError, match=r"not scored at ASHA's rung at epoch 4.*--set eval_every=4 "):
+        every(overrides={"eval_every": 3})

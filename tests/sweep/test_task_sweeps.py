@@ -73,3 +73,18 @@ def test_temporal_context_smoke_sweep_reports_levels_against_p_change_room(tmp_p
     md = (tmp_path / "tc" / "report" / "report.md").read_text()
     assert "| strategy | ooo_category | ooo_context | ooo_object |" in md
     assert (tmp_path / "tc" / "report" / "figures" / "levels.png").is_file() and "figures/levels.png" in md
+
+
+@pytest.mark.slow
+def test_a_sweep_scoring_every_other_epoch_runs_and_records_only_the_scored_epochs(tmp_path, ray_session):
+    address = ray_session.get_runtime_context().gcs_address
+    run = _sweep("run", "--space", "mnist1d", "--smoke-test", "--strategies", "infonce,sp50", "--num-samples", "2",
+                 "--epochs", "4", "--set", "eval_every=2", "--storage", str(tmp_path), "--name", "ev",
+                 "--address", address)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]  # Tune refused a result without the metric
+    assert "NaN" not in run.stdout + run.stderr and "nan" not in run.stdout
+    import sweep
+
+    epochs = sweep.load("ev", storage=str(tmp_path)).epochs()
+    scored = epochs.dropna(subset=["linear_acc"])
+    assert len(epochs) > len(scored) > 0 and set(scored["epoch"]) <= {2, 4} and set(epochs["epoch"]) >= {1, 2}
