@@ -1,6 +1,6 @@
 """Ranking fidelity: does the sweep's answer (which strategy wins) agree with a reference ranking from many seeds?
 
-Full run on 2 idle cores: the reference about 19 min, then about 21 min per search seed (the three contenders), 2 h
+Full run on 2 idle cores: the reference about 19 min, then about 25 min per search seed (the three contenders), 2 h
 in all: ``.venv/bin/python benchmarks/ranking_fidelity.py`` (``--smoke``: three strategies on a sliver of the data,
 a few minutes). The reference is computed once and stored in
 ``benchmarks/results/ranking_reference.json``; a later run reuses it unless ``--reference`` asks to recompute.
