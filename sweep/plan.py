@@ -230,12 +230,12 @@ def plan(s: SweepSettings) -> Plan:
             )
         strategies = (pinned,)
     overrides = trial_overrides(s, fixed.get("task", DEFAULT_TASK))
+    for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
+        _check_trial(study, strategy, fixed, overrides, every)
     if study.eval_at_rungs and "eval_every" not in fixed and "eval_every" not in overrides:
         epochs = parse_config({**fixed, "strategy": strategies[0], **overrides}).epochs
         s = replace(s, overrides={**s.overrides, "eval_every": scoring_step(study.scheduler, epochs)})
         overrides = trial_overrides(s, fixed.get("task", DEFAULT_TASK))
-    for strategy in strategies:  # every branch's fixed part must be a valid trial, or the sweep dies trial by trial
-        _check_trial(study, strategy, fixed, overrides, every)
     cfg = parse_config({**fixed, "strategy": strategies[0], **overrides})
     task = get_task(cfg.task)
     task.check_data(cfg)
