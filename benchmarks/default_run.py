@@ -17,7 +17,7 @@ process's last sample: it loses at most one period) and the sampler's own CPU ti
 Prints a Markdown table and writes benchmarks/results/default_run.json (atomically) with the commands, date, machine
 and load average.
 
-A full run takes minutes (30 trials of up to 8 epochs, 2 at a time on 2 cores, then a race of up to 10 rounds) and
+A full run takes minutes (40 trials of up to 8 epochs, 2 at a time on 2 cores, then a race of up to 10 rounds) and
 needs an otherwise idle machine for figures worth quoting; ``--smoke`` runs ``--smoke-test`` (4 trials x 2 epochs on
 a sliver of the data, no race, under a minute) and writes the JSON to a temporary file instead of benchmarks/results.
 """

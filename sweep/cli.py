@@ -181,7 +181,7 @@ class Run:
         _add_json(p, "the final ranking (and the race's answer) as one JSON document; progress goes to stderr")
 
     example = """examples:
-  sweep run                                         # every strategy on MNIST-1D (30 trials of 8 epochs)
+  sweep run                                         # every strategy on MNIST-1D (40 trials of 8 epochs)
   sweep run --confirm                               # the sweep, then the race and the report (as `make run`)
   sweep run --space digits --strategies hard,debiased --num-samples 12 --name mine
   sweep run --dry-run                               # what it would run, without running it
