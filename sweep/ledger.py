@@ -219,6 +219,11 @@ def judge(
     epoch, value = int(last.get("epoch", 0)), last.get(metric)
     if last.get("stop_reason"):
         return Outcome(TrialState.FAIL, None, f"{last['stop_reason']} at epoch {epoch}")
+    if metric not in last and epoch < epochs:  # an epoch not scored (eval_every > 1): no score to tell
+        if cut or stopped:
+            return Outcome(TrialState.PRUNED, None, f"{cut or 'stopped'} at epoch {epoch}, before its next validation "
+                                                    f"score")
+        return None
     if not finite(value):
         return Outcome(TrialState.FAIL, None, f"non-finite {metric} at epoch {epoch}")
     if epoch >= epochs:

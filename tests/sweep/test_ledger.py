@@ -48,7 +48,11 @@ def _row(epoch, value=0.5, **extra):
         # a score that is not a finite number is a failure, never a NaN handed to Optuna
         (_row(2, math.nan), {}, Outcome(TrialState.FAIL, None, f"non-finite {METRIC} at epoch 2")),
         (_row(8, math.inf), {}, Outcome(TrialState.FAIL, None, f"non-finite {METRIC} at epoch 8")),
-        ({"epoch": 2}, {}, Outcome(TrialState.FAIL, None, f"non-finite {METRIC} at epoch 2")),
+        # an epoch without the score (eval_every > 1) is not a failure: resumed, or pruned without a score if cut
+        ({"epoch": 2}, {}, None),
+        ({"epoch": 2}, {"cut": "time budget"},
+         Outcome(TrialState.PRUNED, None, "time budget at epoch 2, before its next validation score")),
+        ({"epoch": 8}, {}, Outcome(TrialState.FAIL, None, f"non-finite {METRIC} at epoch 8")),
         (_row(2, "0.5"), {}, Outcome(TrialState.FAIL, None, f"non-finite {METRIC} at epoch 2")),
         # the full budget: COMPLETE with the last score, whether or not the scheduler also said stop
         (_row(8, 0.9), {}, Outcome(TrialState.COMPLETE, 0.9)),

@@ -164,7 +164,7 @@ def _check_complete_sweep(exp: Path, n: int, epochs: int) -> tuple[list, dict]:
         history = saved[t.number].history
         assert [r["epoch"] for r in history] == list(range(1, len(history) + 1)), (t.number, history)
         assert all(r["trial"] == t.number for r in history)
-        assert t.intermediate_values == {r["epoch"]: r["linear_acc"] for r in history}, t.number
+        assert t.intermediate_values == {r["epoch"]: r["linear_acc"] for r in history if "linear_acc" in r}, t.number
         if t.state == TrialState.COMPLETE:
             assert len(history) == epochs and t.value == history[-1]["linear_acc"]
         elif t.state == TrialState.PRUNED:
@@ -479,8 +479,9 @@ def test_time_budget_ends_the_sweep_and_tells_optuna_of_cut_trials(tmp_path, ray
     saved = ledger.newest_checkpoints(str(exp))
     for t in cut:  # Optuna holds every epoch the cut trial reached, and the reason names it
         history = saved[t.number].history if t.number in saved else []
-        assert t.intermediate_values == {r["epoch"]: r["linear_acc"] for r in history}
-        assert t.user_attrs["reason"].endswith(f"at epoch {len(history)}" if history else "before its first epoch")
+        assert t.intermediate_values == {r["epoch"]: r["linear_acc"] for r in history if "linear_acc" in r}
+        reason = t.user_attrs["reason"]  # the default study scores only its rungs: epoch 277 has no score to tell
+        assert f"at epoch {len(history)}" in reason if history else reason.endswith("before its first epoch")
     _check_finished_for_good(name, storage)
 
 
