@@ -21,7 +21,7 @@ import optuna
 
 from search_spaces import SCHEDULERS, Study, describe_space, load_study
 from sweep import ledger
-from sweep.ranking import asha_rungs
+from sweep.ranking import asha_rungs, rungs_of
 from sweep.storage import join, resolve_storage
 from trainables.errors import UserError, did_you_mean
 from trainables.tasks import DEFAULT_TASK, get_task, parse_config
@@ -65,11 +65,6 @@ def trial_overrides(s: SweepSettings, task: str = DEFAULT_TASK) -> dict[str, Any
     if s.smoke_test:
         out.update(get_task(task).smoke, epochs=s.epochs or 2)
     return {**out, **s.overrides}
-
-
-def rungs_of(scheduler: str, epochs: int) -> list[int]:
-    """The epochs at which ``scheduler`` compares trials (none for FIFO)."""
-    return asha_rungs(epochs) if scheduler in ("asha", "pooled_asha") else []
 
 
 def scoring_step(scheduler: str, epochs: int) -> int:

@@ -143,6 +143,11 @@ def asha_rungs(epochs: int, grace_period: int | None = None, reduction_factor: i
     return rungs
 
 
+def rungs_of(scheduler: str, epochs: int) -> list[int]:
+    """The epochs at which ``scheduler`` compares trials (none for FIFO)."""
+    return asha_rungs(epochs) if scheduler in ("asha", "pooled_asha") else []
+
+
 def finite(x: Any) -> bool:
     """A real, finite number (not NaN, not inf, not a string or None)."""
     return isinstance(x, (int, float)) and math.isfinite(x)

@@ -88,7 +88,7 @@ def report(name: str, storage: str, out_dir: str | None = None, out: Any = sys.s
     if confirmed is not None:
         race = tables.race_rows(name, loaded[0], ledger.newest_checkpoints(join(exp, confirm.CONFIRM_DIR)))
         write("confirm.parquet", tables.parquet_bytes(tables.arrow("race", race, about)))
-    rungs = ranking.asha_rungs(epochs) if plan.get("scheduler") in ("asha", "pooled_asha") else []
+    rungs = ranking.rungs_of(str(plan.get("scheduler")), epochs)
     figures = plots.report_figures(records, metric, mode, epochs, rungs)
     task = TASKS.get(plan.get("task", DEFAULT_TASK))
     for paper in task.figures if task else ():  # the seed paper's own figure, e.g. odd-one-out against p_change_room

@@ -220,7 +220,8 @@ class SweepSearcher(Searcher):
         frozen = self._get(number)
         last = result if result and TIME_ATTR in result else None
         if last is not None and not finite(last.get(self.metric)) and self.metric in last:
-            last = {k: v for k, v in last.items() if k != self.metric}  # maybe the NaN of an epoch not scored
+            # the NaN an epoch without a validation score publishes (METRIC_KEY): judged as not scored, as on disk
+            last = {k: v for k, v in last.items() if k != self.metric}
         if last is not None:
             report_history(self.study, frozen, [last], self.metric)
         reason = _error_reason(self.trials.get(trial_id)) if error else ""
